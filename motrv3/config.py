@@ -1,0 +1,120 @@
+"""Configuration of the model library.
+
+Plain dataclasses so that `motrv3/` stays free of pipeline imports: the pipeline's params
+schema (`pipeline/params.py`) embeds these classes and validates them, library users may
+build them directly. Defaults are the paper's settings (MOTRv3 §4.2, Deformable-DETR/MOTR for
+what MOTRv3 inherits); the embedded CPU profile in `params.yaml` shrinks sizes only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, Literal
+
+# Read by pydantic if a dataclass is validated directly: unknown keys are errors.
+_STRICT = {"extra": "forbid"}
+
+
+@dataclass
+class ModelConfig:
+    """Deformable-DETR tracker architecture (MOTR with anchor queries, §2.1/§4.4)."""
+
+    __pydantic_config__ = _STRICT
+
+    backbone: str = "resnet50"  # timm name: resnet50, convnext_tiny/small/base, resnet18, ...
+    pretrained: str | None = None  # local file path of backbone weights; never downloaded
+    frozen_bn: bool = True
+    num_feature_levels: int = 4  # strides 8/16/32 + an extra stride-64 level
+    d_model: int = 256
+    nheads: int = 8
+    enc_layers: int = 6
+    dec_layers: int = 6
+    dim_feedforward: int = 1024
+    dropout: float = 0.0
+    enc_n_points: int = 4
+    dec_n_points: int = 4
+    num_queries: int = 300  # detect (anchor) queries
+    num_classes: int = 1
+    box_refine: bool = True  # iterative box refinement
+    deform_attn_impl: Literal["auto", "pytorch", "cpu", "cuda"] = "auto"
+    activation_checkpointing: bool = False  # recompute each frame of a clip in backward
+
+
+@dataclass
+class LossConfig:
+    """Per-frame detection loss L = λ_cls L_cls + λ_L1 L_L1 + λ_giou L_giou (§3.1, §4.2)."""
+
+    __pydantic_config__ = _STRICT
+
+    cls_weight: float = 2.0
+    l1_weight: float = 5.0
+    giou_weight: float = 2.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    aux_loss: bool = True  # the loss on every decoder layer
+
+
+@dataclass
+class TrackingConfig:
+    """Track query life cycle (MOTR's query interaction module; new-track threshold §4.2)."""
+
+    __pydantic_config__ = _STRICT
+
+    new_track_score: float = 0.5  # detect query → track query when score ≥ this
+    keep_track_score: float = 0.5  # a track query below this counts as missed this frame
+    miss_tolerance: int = 5  # frames a track may be missed before it is dropped
+    # MOTR training augmentations of the track query set
+    drop_track_prob: float = 0.1
+    fp_track_prob: float = 0.3
+    fp_score_threshold: float = 0.5  # ignored by training when equal to new_track_score
+
+
+@dataclass
+class RFSConfig:
+    """Release-fetch supervision (§3.2): matching space 𝔖_a in the first L−1 decoder layers."""
+
+    __pydantic_config__ = _STRICT
+
+    enabled: bool = True
+    layers: list[int] | None = None  # decoder layer indices using 𝔖_a; None = all but the last
+
+
+@dataclass
+class PLDConfig:
+    """Pseudo label distillation (§3.3, Eq. 3)."""
+
+    __pydantic_config__ = _STRICT
+
+    enabled: bool = True
+    threshold: float = 0.05  # pseudo labels below this confidence are discarded
+    background_weight: float = 0.5  # ω for a query matched to no pseudo label
+    sources: list[str] = field(default_factory=lambda: ["detector"])  # detector|detfile|torchvision|gt
+    combine: Literal["parallel", "concat"] = "parallel"
+
+
+@dataclass
+class TGDConfig:
+    """Track group denoising (§3.4, appendix B, Eq. 4)."""
+
+    __pydantic_config__ = _STRICT
+
+    enabled: bool = True
+    groups: int = 4
+    noise: bool = True
+    noise_scale: float = 0.4  # width/height scaled by a factor in [1 − s, 1 + s]; centres untouched
+
+
+def to_dict(cfg: Any) -> Any:
+    """Nested dataclasses → plain dicts (for checkpoints and logging)."""
+    if is_dataclass(cfg):
+        return asdict(cfg)
+    return cfg
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build a config dataclass from a dict, rejecting unknown keys by name."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown key(s) {unknown}; expected a subset of {sorted(names)}")
+    return cls(**data)

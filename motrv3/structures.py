@@ -1,0 +1,43 @@
+"""Data passed between the model, the criterion and the clip runner (see docs/architecture.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class FrameOutput:
+    """Decoder output for one frame.
+
+    Query order: detect queries [0, M), track queries [M, M+N), then (training with TGD only)
+    G groups of track-query copies, group g at [M+N+g·N, M+N+(g+1)·N).
+    """
+
+    logits: torch.Tensor  # [L, S, C] class logits of every decoder layer
+    boxes: torch.Tensor  # [L, S, 4] sigmoid cx, cy, w, h of every decoder layer
+    hidden: torch.Tensor  # [S, D] last-layer decoder embeddings (query interaction input)
+    num_det: int  # M
+    num_track: int  # N
+    num_groups: int = 0  # G
+
+    @property
+    def num_layers(self) -> int:
+        return self.logits.shape[0]
+
+    @property
+    def num_original(self) -> int:
+        """M + N: the queries that exist at inference (the TGD copies follow them)."""
+        return self.num_det + self.num_track
+
+
+@dataclass
+class FrameLossResult:
+    """What the criterion returns for one frame of a clip."""
+
+    losses: dict[str, torch.Tensor]  # per-term weighted sums of the frame, before / O_i
+    num_objects: float  # O_i of Eq. 5 (at least 1, to keep empty frames finite)
+    det_matched_ids: torch.Tensor  # [M] identity matched to each detect query at the last layer, −1 none
+    track_matched: torch.Tensor  # [N] bool: the track query's identity is present in this frame
+    stats: dict[str, torch.Tensor | float] = field(default_factory=dict)  # label-assignment counts

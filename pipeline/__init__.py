@@ -1,0 +1,1 @@
+"""Orchestration of the motrv3 pipeline: params, data IO, Ray, MLflow, TrackEval, reports."""

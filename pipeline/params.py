@@ -1,0 +1,316 @@
+"""`params.yaml` → one validated, typed `Params` object: the single source of every hyperparameter.
+
+Layering, lowest to highest precedence:
+  1. schema defaults: the paper's settings (MOTRv3 §4.2; MOTR/Deformable-DETR for inherited ones);
+  2. the active profile, `profiles[<profile>]` in params.yaml (e.g. `cpu`, the embedded default);
+  3. keys written in the top-level sections of params.yaml (what `dvc exp run -S a.b=v` edits);
+  4. `overrides` given on a command line (`a.b=v`, YAML-typed values).
+Unknown keys and wrong types are errors naming the dotted key (`ParamsError`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from motrv3.config import LossConfig, ModelConfig, PLDConfig, RFSConfig, TGDConfig, TrackingConfig
+
+DEFAULT_PARAMS_FILE = Path("params.yaml")
+
+
+class ParamsError(ValueError):
+    """A params file or override that does not fit the schema; the message names file and key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+def _section_from_dataclass(cls: type) -> type[_Section]:
+    """A strict pydantic section mirroring a `motrv3.config` dataclass (one definition, two uses).
+
+    `section.to_config()` gives the library's dataclass back.
+    """
+    hints = typing.get_type_hints(cls)
+    definitions: dict[str, Any] = {}
+    for item in dataclasses.fields(cls):
+        if item.default_factory is not dataclasses.MISSING:
+            default = Field(default_factory=item.default_factory)
+        else:
+            default = item.default
+        definitions[item.name] = (hints[item.name], default)
+
+    def to_config(self):
+        return cls(**{name: getattr(self, name) for name in definitions})
+
+    section = create_model(f"{cls.__name__}Section", __base__=_Section, __doc__=cls.__doc__, **definitions)
+    section.to_config = to_config
+    return section
+
+
+ModelSection = _section_from_dataclass(ModelConfig)
+LossSection = _section_from_dataclass(LossConfig)
+TrackingSection = _section_from_dataclass(TrackingConfig)
+RFSSection = _section_from_dataclass(RFSConfig)
+PLDSection = _section_from_dataclass(PLDConfig)
+TGDSection = _section_from_dataclass(TGDConfig)
+
+
+class DatasetParams(_Section):
+    """Which data the pipeline runs on."""
+
+    name: Literal["synthetic", "dancetrack", "mot17", "custom"] = "synthetic"
+    root: str | None = None  # MOTChallenge-layout root of real data; synthetic data is generated
+    crowdhuman_root: str | None = None  # joint training with CrowdHuman (MOT17 recipe)
+    train_split: str = "train"
+    eval_split: str = "val"
+    test_split: str | None = "test"
+    lenient: bool = False  # skip and report bad input instead of failing
+
+
+class SyntheticParams(_Section):
+    """The embedded benchmark (DanceTrack-like: uniform appearance, non-linear motion)."""
+
+    seed: int = 0
+    sequences: dict[str, int] = Field(default_factory=lambda: {"train": 8, "val": 4, "test": 2})
+    frames: int = 120
+    width: int = 640
+    height: int = 384
+    min_objects: int = 4
+    max_objects: int = 10
+    object_size: list[int] = Field(default_factory=lambda: [24, 64])  # min/max box height, px
+    speed: float = 4.0  # mean speed, px/frame
+    turn_rate: float = 0.25  # how quickly headings change (non-linear motion)
+    occlusion_rate: float = 0.2  # chance of a crossing per track
+    entry_exit_rate: float = 0.02  # per-frame chance of a target entering/leaving
+    appearance_jitter: float = 0.08  # how much target appearances differ (small = DanceTrack-like)
+    jpeg_quality: int = 92
+
+
+class DataParams(_Section):
+    """Clip sampling and augmentation (§4.2: 5-frame clips, sampling interval 1..10)."""
+
+    clip_length: int = 5
+    sample_interval_min: int = 1
+    sample_interval_max: int = 10
+    train_scales: list[int] = Field(default_factory=lambda: [608, 640, 672, 704, 736, 768, 800])
+    train_max_size: int = 1536
+    random_crop: bool = True
+    flip_prob: float = 0.5
+    eval_size: int = 800
+    eval_max_size: int = 1536
+    static_shift: float = 0.05  # CrowdHuman images → clips by random shifts of this fraction
+    row_group_frames: int = 16
+    loader_workers: int = 0
+
+
+class TrainParams(_Section):
+    """Optimisation (§4.2) and the Ray Train job."""
+
+    workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    batch_size: int = 8  # clips per optimiser step, over all workers
+    epochs: int = 5  # DanceTrack 5, MOT17 50
+    lr_drop: int = 4  # epoch at which the lr is divided by 10 (DanceTrack 4, MOT17 40)
+    lr: float = 2.0e-4
+    lr_backbone: float = 2.0e-5
+    weight_decay: float = 1.0e-4
+    clip_max_norm: float = 0.1
+    bf16: bool = True  # autocast on GPU only
+    max_steps_per_epoch: int | None = None
+    checkpoint_every_steps: int = 0  # 0: only at epoch ends
+    max_failures: int = 1
+    init_checkpoint: str | None = None  # e.g. a Deformable-DETR COCO checkpoint (§4.2)
+
+
+class DetectorParams(_Section):
+    """The in-pipeline pseudo-label detector: our Deformable-DETR in detection-only mode."""
+
+    epochs: int = 5
+    lr_drop: int = 4
+    max_steps_per_epoch: int | None = None
+
+
+class TrackParams(_Section):
+    workers: int = 1
+    save_video: bool = False
+
+
+class EvaluateParams(_Section):
+    benchmark: str | None = None  # TrackEval BENCHMARK name; None = derived from dataset.name
+
+
+class MLflowParams(_Section):
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else the repo-local store
+    experiment: str = "motrv3"
+
+
+class RayParams(_Section):
+    address: str | None = None  # None: a fresh local instance on 127.0.0.1
+    num_cpus: int | None = None
+
+
+class SweepParams(_Section):
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    tables: list[int] = Field(default_factory=lambda: [3, 4, 5])
+    max_concurrent_trials: int = 1
+
+
+class ScalingParams(_Section):
+    backbones: list[str] = Field(
+        default_factory=lambda: ["resnet50", "convnext_tiny", "convnext_small", "convnext_base"]
+    )
+
+
+class Params(BaseModel):
+    """Every hyperparameter of the project. Section names are the top-level keys of params.yaml."""
+
+    # Not strict itself (sections arrive as mappings); every section and field inside is.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    profile: str = "paper"
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    seed: int = 0
+    dataset: DatasetParams = Field(default_factory=DatasetParams)
+    synthetic: SyntheticParams = Field(default_factory=SyntheticParams)
+    data: DataParams = Field(default_factory=DataParams)
+    model: ModelSection = Field(default_factory=ModelSection)
+    loss: LossSection = Field(default_factory=LossSection)
+    tracking: TrackingSection = Field(default_factory=TrackingSection)
+    rfs: RFSSection = Field(default_factory=RFSSection)
+    pld: PLDSection = Field(default_factory=PLDSection)
+    tgd: TGDSection = Field(default_factory=TGDSection)
+    train: TrainParams = Field(default_factory=TrainParams)
+    detector: DetectorParams = Field(default_factory=DetectorParams)
+    track: TrackParams = Field(default_factory=TrackParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    mlflow: MLflowParams = Field(default_factory=MLflowParams)
+    ray: RayParams = Field(default_factory=RayParams)
+    sweep: SweepParams = Field(default_factory=SweepParams)
+    scaling: ScalingParams = Field(default_factory=ScalingParams)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The effective values, without the profile table (for logging and checkpoints)."""
+        return self.model_dump(mode="json", exclude={"profiles"})
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; `top` wins, nested dicts merge key by key."""
+    merged = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`a.b.c=value` → {'a': {'b': {'c': value}}} with the value parsed as YAML."""
+    if "=" not in text:
+        raise ParamsError(f"override {text!r}: expected KEY=VALUE, e.g. tgd.groups=5")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw else None
+    nested: dict[str, Any] = {}
+    cursor = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return nested
+
+
+def _format_errors(source: str, error: ValidationError) -> str:
+    lines = [f"{source}: invalid params"]
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "<root>"
+        got = item.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {key}: {item['msg']}{got_text}")
+    return "\n".join(lines)
+
+
+def resolve(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "params") -> Params:
+    """Apply the profile and overrides to a raw params mapping and validate it."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
+    for text in overrides:
+        raw = deep_merge(raw, parse_override(text))
+    profile = raw.get("profile", "paper")
+    profiles = raw.get("profiles") or {}
+    if not isinstance(profiles, dict):
+        raise ParamsError(f"{source}: profiles: must be a mapping of profile name to sections")
+    if profile != "paper" and profile not in profiles:
+        raise ParamsError(f"{source}: profile: unknown profile {profile!r}; defined: {sorted(profiles) or 'none'}")
+    overlay = profiles.get(profile) or {}
+    if "profile" in overlay or "profiles" in overlay:
+        raise ParamsError(f"{source}: profiles.{profile}: a profile cannot set 'profile' or 'profiles'")
+    try:
+        # Validate the overlay alone first so an error in a profile names the profile.
+        Params.model_validate(overlay)
+    except ValidationError as error:
+        raise ParamsError(_format_errors(f"{source}: profiles.{profile}", error)) from None
+    merged = deep_merge(overlay, raw)
+    try:
+        return Params.model_validate(merged)
+    except ValidationError as error:
+        raise ParamsError(_format_errors(source, error)) from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS_FILE, overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    """Load and validate a params file; errors name the file and the dotted key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: no such params file") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ParamsError(f"{path}{where}: not valid YAML: {error}") from None
+    return resolve(raw, overrides, source=str(path))
+
+
+def add_params_arguments(parser: argparse.ArgumentParser) -> None:
+    """The params options every stage shares."""
+    parser.add_argument("--params", default=str(DEFAULT_PARAMS_FILE), help="params file (default: %(default)s)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one param for this run, e.g. --set tgd.groups=5 (repeatable)",
+    )
+
+
+def params_from_args(args: argparse.Namespace) -> Params:
+    try:
+        return load_params(args.params, args.overrides)
+    except ParamsError as error:
+        sys.exit(f"error: {error}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.params", description="Validate params.yaml and print the effective values."
+    )
+    add_params_arguments(parser)
+    args = parser.parse_args(argv)
+    print(json.dumps(params_from_args(args).as_dict(), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The params schema: paper defaults, profile layering, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.params import ParamsError, load_params, resolve
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repo_params_file_is_valid_and_uses_cpu_profile():
+    params = load_params(REPO / "params.yaml")
+    assert params.profile == "cpu"
+    assert params.model.backbone == "resnet18"  # from the cpu profile
+    assert params.dataset.name == "synthetic"
+
+
+def test_schema_defaults_follow_the_paper():
+    params = resolve({})
+    assert (params.loss.cls_weight, params.loss.l1_weight, params.loss.giou_weight) == (2.0, 5.0, 2.0)
+    assert params.train.lr == 2.0e-4
+    assert params.data.clip_length == 5
+    assert (params.data.sample_interval_min, params.data.sample_interval_max) == (1, 10)
+    assert params.tracking.new_track_score == 0.5
+    assert params.tgd.groups == 4
+    assert params.pld.threshold == 0.05
+    assert params.model.enc_layers == params.model.dec_layers == 6
+    assert params.model.d_model == 256 and params.model.nheads == 8
+
+
+def test_section_keys_win_over_the_profile():
+    raw = {"profile": "small", "profiles": {"small": {"model": {"backbone": "resnet18", "d_model": 64}}}}
+    raw["model"] = {"backbone": "convnext_tiny"}
+    params = resolve(raw)
+    assert params.model.backbone == "convnext_tiny"
+    assert params.model.d_model == 64
+
+
+def test_override_wins_over_everything():
+    params = resolve({"tgd": {"groups": 4}}, ["tgd.groups=5"])
+    assert params.tgd.groups == 5
+
+
+def test_unknown_key_is_an_error_naming_the_key(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"tgd": {"gruops": 5}}))
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "tgd.gruops" in message
+
+
+def test_unknown_section_is_an_error():
+    with pytest.raises(ParamsError, match="modle"):
+        resolve({"modle": {"backbone": "resnet18"}})
+
+
+def test_wrong_type_is_an_error_naming_the_key():
+    with pytest.raises(ParamsError) as info:
+        resolve({"train": {"epochs": "five"}})
+    assert "train.epochs" in str(info.value)
+    with pytest.raises(ParamsError, match="model.d_model"):
+        resolve({"model": {"d_model": "256"}})  # strict: no silent str → int
+
+
+def test_error_inside_a_profile_names_the_profile():
+    with pytest.raises(ParamsError, match=r"profiles\.cpu.*\n.*model\.dmodel"):
+        resolve({"profile": "cpu", "profiles": {"cpu": {"model": {"dmodel": 1}}}})
+
+
+def test_unknown_profile_is_an_error():
+    with pytest.raises(ParamsError, match="unknown profile 'gpu'"):
+        resolve({"profile": "gpu", "profiles": {"cpu": {}}})
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 0\ntgd:\n  groups: [4\n")
+    with pytest.raises(ParamsError, match=r"params\.yaml:\d+: not valid YAML"):
+        load_params(path)
+
+
+def test_model_sections_give_the_library_dataclasses():
+    from motrv3.config import ModelConfig, TGDConfig
+
+    params = resolve({"tgd": {"groups": 5}})
+    assert isinstance(params.model.to_config(), ModelConfig)
+    tgd = params.tgd.to_config()
+    assert isinstance(tgd, TGDConfig) and tgd.groups == 5
