@@ -41,3 +41,17 @@ class FrameLossResult:
     det_matched_ids: torch.Tensor  # [M] identity matched to each detect query at the last layer, −1 none
     track_matched: torch.Tensor  # [N] bool: the track query's identity is present in this frame
     stats: dict[str, torch.Tensor | float] = field(default_factory=dict)  # label-assignment counts
+    # Label index (into the frame's labels / pseudo labels, −1 background) per query and decoder
+    # layer: "det" [L, M+N] (Eq. 1+2 or RFS), "pld" [L, M+N], "tgd" [L, G·N]; rows of layers
+    # without loss (aux_loss off) are −1. For inspection and tests; the loss does not read it.
+    assignments: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class ClipResult:
+    """What `motrv3.clip_forward` returns for one training clip."""
+
+    loss: torch.Tensor  # scalar, Eq. 5, for backward
+    terms: dict[str, float]  # per loss term Σ_i term_i / O_i, plus "loss"
+    stats: dict[str, torch.Tensor | float]  # label-assignment counts summed over the frames
+    num_tracks: list[int] = field(default_factory=list)  # track queries entering each frame

@@ -9,6 +9,8 @@ import sys
 # command → (module with `build_parser(subparsers)`-free `main(argv)`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("pipeline.params", "validate params.yaml and print the effective values"),
+    "track": ("pipeline.demo", "track a video or frame folder with a checkpoint: annotated video + MOT txt"),
+    "evaluate": ("pipeline.evaluation", "score MOTChallenge result files with TrackEval (any tracker's)"),
 }
 
 

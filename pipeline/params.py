@@ -78,22 +78,33 @@ class DatasetParams(_Section):
 
 
 class SyntheticParams(_Section):
-    """The embedded benchmark (DanceTrack-like: uniform appearance, non-linear motion)."""
+    """The embedded benchmark (DanceTrack-like: uniform appearance, non-linear motion; docs/data.md).
+
+    Sizes and speeds are fractions of the image height, so one setting works at any resolution.
+    The default (6/3/2 sequences of 60 frames) keeps the cpu profile's whole pipeline trainable
+    on a 2-core CPU while several look-alike targets still cross in every sequence.
+    """
 
     seed: int = 0
-    sequences: dict[str, int] = Field(default_factory=lambda: {"train": 8, "val": 4, "test": 2})
-    frames: int = 120
+    sequences: dict[str, int] = Field(default_factory=lambda: {"train": 6, "val": 3, "test": 2})
+    frames: int = 60
+    frame_rate: int = 20
     width: int = 640
     height: int = 384
-    min_objects: int = 4
-    max_objects: int = 10
-    object_size: list[int] = Field(default_factory=lambda: [24, 64])  # min/max box height, px
-    speed: float = 4.0  # mean speed, px/frame
-    turn_rate: float = 0.25  # how quickly headings change (non-linear motion)
-    occlusion_rate: float = 0.2  # chance of a crossing per track
-    entry_exit_rate: float = 0.02  # per-frame chance of a target entering/leaving
+    min_objects: int = 5
+    max_objects: int = 8
+    object_size: list[float] = Field(default_factory=lambda: [0.12, 0.3])  # min/max box height / image height
+    aspect: float = 0.5  # box width / box height
+    speed: float = 0.012  # mean speed, image heights per frame
+    turn_rate: float = 0.25  # max change of heading per frame, radians (non-linear motion)
+    sway: float = 0.08  # amplitude of the dancing side-to-side oscillation, box heights
+    occlusion_rate: float = 0.4  # share of targets steered to cross another target
+    entry_exit_rate: float = 0.005  # per-frame chance of a target entering late / leaving early
     appearance_jitter: float = 0.08  # how much target appearances differ (small = DanceTrack-like)
     jpeg_quality: int = 92
+    det_miss_rate: float = 0.1  # public detections (det/det.txt): share of visible targets missed
+    det_false_positives: float = 0.5  # mean false positives per frame
+    det_jitter: float = 0.05  # box noise, share of the box size
 
 
 class DataParams(_Section):
@@ -131,6 +142,7 @@ class TrainParams(_Section):
     checkpoint_every_steps: int = 0  # 0: only at epoch ends
     max_failures: int = 1
     init_checkpoint: str | None = None  # e.g. a Deformable-DETR COCO checkpoint (§4.2)
+    storage_path: str | None = None  # Ray Train runs (shared FS/URI on a cluster); None: models/.ray_train
 
 
 class DetectorParams(_Section):
@@ -141,18 +153,62 @@ class DetectorParams(_Section):
     max_steps_per_epoch: int | None = None
 
 
+class DetfileSpec(_Section):
+    """Detections produced elsewhere (e.g. YOLOX, Sparse R-CNN, MOT17's public DPM/FRCNN/SDP)."""
+
+    path: str | None = None  # a JSON db (MOTRv2 `det_db` form), a MOTChallenge split dir, None: the dataset's det.txt
+    format: Literal["auto", "motchallenge", "json", "dataset"] = "auto"  # auto: by path (None → dataset)
+    key_prefix: str | None = None  # json: only keys under this prefix (e.g. "DanceTrack/train/") are read
+    det_file: str = "det/det.txt"  # motchallenge: the file inside each sequence directory
+    det_source: str | None = None  # MOT17's public detector to take: DPM, FRCNN or SDP
+
+
+class TorchvisionSpec(_Section):
+    """A torchvision detection model with weights from a local checkpoint (never downloaded)."""
+
+    arch: str = "fasterrcnn_resnet50_fpn"  # any torchvision.models.detection builder: fcos_*, retinanet_*, ...
+    checkpoint: str = ""  # a state_dict file (torch.save), read with weights_only=True
+    num_classes: int = 91  # COCO with background
+    person_class: int = 1  # COCO person
+    min_size: int | None = None  # None: the architecture's own test scale
+    max_size: int | None = None
+
+
+class PseudoLabelsParams(_Section):
+    """Offline pseudo labels of PLD (§3.3, appendix C): the stage writes `sources` ∪ `pld.sources`,
+    training reads `pld.sources` (so Table 4's rows select among labels generated once)."""
+
+    sources: list[str] = Field(default_factory=lambda: ["detector", "detfile", "gt"])  # Table 4's sources
+    detector_checkpoint: str = "models/detector/checkpoint.pt"  # source `detector`
+    detfile: dict[str, DetfileSpec] = Field(default_factory=dict)  # source `detfile:<name>`
+    torchvision: dict[str, TorchvisionSpec] = Field(default_factory=dict)  # source `torchvision:<name>`
+    workers: int | None = None  # Ray Data workers; None: one per GPU, else one per CPU; 1: in-process
+    batch_size: int = 4  # frames per Ray Data batch
+
+
 class TrackParams(_Section):
-    workers: int = 1
-    save_video: bool = False
+    """Running a checkpoint over a split (`stages/track.py`)."""
+
+    workers: int = 1  # > 1: sequences in parallel on Ray actors
+    cpus_per_worker: int = 2  # torch threads per worker
+    device: str = "auto"  # auto | cpu | cuda[:N]
+    checkpoint: str | None = None  # None: models/<method>/checkpoint.pt
+    save_video: bool = False  # also write an annotated <seq>.mp4 per sequence
 
 
 class EvaluateParams(_Section):
-    benchmark: str | None = None  # TrackEval BENCHMARK name; None = derived from dataset.name
+    """TrackEval scoring (`stages/evaluate.py`)."""
+
+    # MOT17/MOT16/MOT20 (distractor preprocessing) | DanceTrack | synthetic | custom (class 1 only);
+    # None: derived from dataset.name
+    benchmark: str | None = None
 
 
 class MLflowParams(_Section):
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else the repo-local store
     experiment: str = "motrv3"
+    ui_host: str = "127.0.0.1"  # `python -m pipeline.mlflow_ui` binds here (loopback only by default)
+    ui_port: int = 5000
 
 
 class RayParams(_Section):
@@ -161,15 +217,30 @@ class RayParams(_Section):
 
 
 class SweepParams(_Section):
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    """Ray Tune ablations (Tables 3-5): every row a trial of train → track → evaluate."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0])  # one trial per (row, seed)
     tables: list[int] = Field(default_factory=lambda: [3, 4, 5])
     max_concurrent_trials: int = 1
+    trial_cpus: float = 0.01  # the trial driver only waits; the TorchTrainer workers hold the CPUs
+    storage_path: str = "ray_results"  # Tune experiment dirs (relative to the repo root)
+    split: str | None = None  # split the rows are evaluated on; None = dataset.eval_split (§4.4: val)
+    # Table 4's pseudo-label sources; "a+b" trains on both sources in parallel (pld.combine).
+    pld_sources: list[str] = Field(default_factory=lambda: ["detector", "detfile", "gt", "detector+detfile"])
 
 
 class ScalingParams(_Section):
+    """Backbone scaling study (§4.4 "Model scaling up", Fig. 4): baseline and MOTRv3 per backbone."""
+
     backbones: list[str] = Field(
         default_factory=lambda: ["resnet50", "convnext_tiny", "convnext_small", "convnext_base"]
     )
+    # What the `cpu` profile scales over instead: four timm backbones of growing size that 2 cores
+    # can train (5 → 22 M parameters, as the paper's 25 → 89 M).
+    cpu_backbones: list[str] = Field(
+        default_factory=lambda: ["resnet10t", "resnet18", "resnet26", "resnet34"]
+    )
+    methods: list[str] = Field(default_factory=lambda: ["motr", "motrv3"])
 
 
 class Params(BaseModel):
@@ -192,6 +263,7 @@ class Params(BaseModel):
     tgd: TGDSection = Field(default_factory=TGDSection)
     train: TrainParams = Field(default_factory=TrainParams)
     detector: DetectorParams = Field(default_factory=DetectorParams)
+    pseudo_labels: PseudoLabelsParams = Field(default_factory=PseudoLabelsParams)
     track: TrackParams = Field(default_factory=TrackParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     mlflow: MLflowParams = Field(default_factory=MLflowParams)

@@ -1,0 +1,131 @@
+"""Multi-scale backbone: a timm feature extractor (strides 8/16/32) with frozen batch norm.
+
+The extra stride-64 level and the input projections live in the model (`MOTR.input_proj`), as in
+Deformable DETR, so that imported checkpoints keep their key layout.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+log = logging.getLogger(__name__)
+
+STRIDES = (8, 16, 32)
+
+
+@dataclass
+class LoadReport:
+    """What a weight import did: keys of ours left as initialised, keys of the file not used."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    reinitialised: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        def show(keys: list[str]) -> str:
+            return f"{len(keys)}" + (
+                f" ({', '.join(keys[:8])}{', …' if len(keys) > 8 else ''})" if keys else ""
+            )
+
+        return (
+            f"missing {show(self.missing)}; unexpected {show(self.unexpected)}; "
+            f"reinitialised {show(self.reinitialised)}"
+        )
+
+
+def freeze_batch_norm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d below `module` by torchvision's FrozenBatchNorm2d (same statistics)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            with torch.no_grad():
+                if child.affine:
+                    frozen.weight.copy_(child.weight)
+                    frozen.bias.copy_(child.bias)
+                if child.track_running_stats:
+                    frozen.running_mean.copy_(child.running_mean)
+                    frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            freeze_batch_norm(child)
+    return module
+
+
+class Backbone(nn.Module):
+    """timm `features_only` network returning the stride-8/16/32 maps of one image [1, 3, H, W].
+
+    Parameters of the stem and of the stages before the stride-8 one are frozen (Deformable
+    DETR/MOTR train only ResNet layer2-4).
+    """
+
+    def __init__(self, name: str, frozen_bn: bool = True, pretrained: str | None = None):
+        super().__init__()
+        try:
+            body = timm.create_model(name, pretrained=False, features_only=True)
+        except RuntimeError as err:
+            raise ValueError(
+                f"model.backbone={name!r}: not a timm model with features_only support ({err})"
+            ) from err
+        reductions = body.feature_info.reduction()
+        missing = [s for s in STRIDES if s not in reductions]
+        if missing:
+            raise ValueError(
+                f"model.backbone={name!r}: no feature map at stride(s) {missing} (has {reductions})"
+            )
+        self.level_indices = [reductions.index(s) for s in STRIDES]
+        self.num_channels = [body.feature_info.channels()[i] for i in self.level_indices]
+        self.body = body
+        if pretrained is not None:
+            report = self.load_pretrained(pretrained)
+            log.info("backbone %s weights from %s: %s", name, pretrained, report)
+        if frozen_bn:
+            freeze_batch_norm(self.body)
+        first_trained = body.feature_info.module_name()[self.level_indices[0]].replace(".", "_")
+        children = dict(self.body.named_children())
+        if first_trained in children:
+            for child_name, child in children.items():
+                if child_name == first_trained:
+                    break
+                child.requires_grad_(False)
+
+    def load_pretrained(self, path: str | Path) -> LoadReport:
+        """Load a classification checkpoint of the same timm model from a local file (never downloaded).
+
+        Accepts a bare state dict or one under "model"/"state_dict"; classifier keys come back as
+        unexpected. The features model flattens nested module names (`stem.0` -> `stem_0`).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model.pretrained: backbone weights file {path} does not exist")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("model", "state_dict"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+        ours = self.body.state_dict()
+        by_original_name = {}
+        for key in ours:
+            head, _, rest = key.partition(".")
+            by_original_name[head.replace("_", ".") + "." + rest] = key
+        mapped, unexpected = {}, []
+        for key, value in state.items():
+            target = key if key in ours else by_original_name.get(key)
+            if target is None or ours[target].shape != value.shape:
+                unexpected.append(key)
+            else:
+                mapped[target] = value
+        result = self.body.load_state_dict(mapped, strict=False)
+        report = LoadReport(missing=sorted(result.missing_keys), unexpected=sorted(unexpected))
+        if report.missing:
+            log.warning("backbone weights %s: %s", path, report)
+        return report
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        features = self.body(image)
+        return [features[i] for i in self.level_indices]

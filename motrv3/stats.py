@@ -1,0 +1,116 @@
+"""Label-assignment statistics of training (MOTRv3 §2.2 Fig. 2, appendix D Fig. 6).
+
+`ClipCriterion.frame_loss` returns one frame's counts in `FrameLossResult.stats`; every entry is
+additive (`sum_stats` adds frames or clips), and `AssignmentStats` accumulates them over an epoch.
+Per frame with K labels, M detect and N track queries, L decoder layers and E "early" layers (the
+RFS layers `rfs.layers`, default the first L−1, measured whether RFS is on or off so the two runs
+compare; only the layers that get a loss, i.e. none when `loss.aux_loss` is off):
+
+- `det_slot_matches` [M]: 1 where detect query slot j takes a label at the last layer (Eq. 1).
+  Summed over frames: how often each slot is trained (Fig. 2 a/b, "activation number").
+- `last_det` / `last_track`: labels given to detect / track queries at the last layer (Eq. 1 / 2).
+- `early_det` / `early_track`: the same summed over the E early layers (with RFS: matching space
+  𝔖_a), out of `early_labels` = K·E (Fig. 2 c/d).
+- `misaligned`: detect queries whose label at some early layer differs from their label at the
+  last layer ("no label" counts as a value, so a query matched only in one of them counts); the
+  share is misaligned / labels, as in Fig. 6 (misaligned labels relative to the total labels).
+- `labels` (Σ K) and `frames`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+
+SCALAR_KEYS = (
+    "frames",
+    "labels",
+    "last_det",
+    "last_track",
+    "early_layers",
+    "early_labels",
+    "early_det",
+    "early_track",
+    "misaligned",
+)
+SLOT_KEY = "det_slot_matches"
+
+
+def sum_stats(stats: Iterable[Mapping[str, torch.Tensor | float]]) -> dict[str, torch.Tensor | float]:
+    """Add per-frame (or per-clip) assignment counts into one dict of the same keys."""
+    total: dict[str, torch.Tensor | float] = {key: 0.0 for key in SCALAR_KEYS}
+    for item in stats:
+        for key in SCALAR_KEYS:
+            total[key] = total[key] + float(item.get(key, 0.0))
+        if SLOT_KEY in item:
+            slots = torch.as_tensor(item[SLOT_KEY]).detach().to("cpu", torch.long)
+            previous = total.get(SLOT_KEY)
+            if previous is not None and previous.shape != slots.shape:
+                raise ValueError(f"{SLOT_KEY}: {tuple(slots.shape)} slots after {tuple(previous.shape)}")
+            total[SLOT_KEY] = slots.clone() if previous is None else previous + slots
+    return total
+
+
+class AssignmentStats:
+    """Accumulates label-assignment counts over an epoch; `merge` combines DDP workers."""
+
+    def __init__(self, num_queries: int) -> None:
+        self.num_queries = num_queries
+        self.reset()
+
+    def reset(self) -> None:
+        self.counts = dict.fromkeys(SCALAR_KEYS, 0.0)
+        self.slots = torch.zeros(self.num_queries, dtype=torch.long)
+
+    def update(self, stats: Mapping[str, torch.Tensor | float] | Iterable[Mapping]) -> None:
+        """Add one frame's / clip's counts (a dict), or a list of them."""
+        items = [stats] if isinstance(stats, Mapping) else list(stats)
+        total = sum_stats(items)
+        for key in SCALAR_KEYS:
+            self.counts[key] += float(total[key])
+        if SLOT_KEY in total:
+            slots = total[SLOT_KEY]
+            if slots.shape != (self.num_queries,):
+                raise ValueError(
+                    f"AssignmentStats: {SLOT_KEY} has {slots.numel()} slots, built for {self.num_queries} "
+                    "detect queries (model.num_queries)"
+                )
+            self.slots += slots
+
+    def merge(self, other: AssignmentStats) -> None:
+        """Add another accumulator (e.g. another worker's) into this one."""
+        if other.num_queries != self.num_queries:
+            raise ValueError(
+                f"AssignmentStats.merge: {other.num_queries} vs {self.num_queries} detect queries"
+            )
+        for key in SCALAR_KEYS:
+            self.counts[key] += other.counts[key]
+        self.slots += other.slots
+
+    def slot_histogram(self) -> list[int]:
+        """Times each detect query slot took a label at the last layer (Fig. 2 a/b)."""
+        return [int(value) for value in self.slots]
+
+    def summary(self) -> dict[str, float]:
+        """Flat metrics (MLflow names); shares are fractions of the labels of the measured layers."""
+        counts = self.counts
+        labels = counts["labels"]
+        early_labels = counts["early_labels"]
+        slots = self.slots.float()
+
+        def share(part: float, whole: float) -> float:
+            return part / whole if whole > 0 else 0.0
+
+        return {
+            "assign/frames": counts["frames"],
+            "assign/labels": labels,
+            "assign/last_det_share": share(counts["last_det"], labels),
+            "assign/last_track_share": share(counts["last_track"], labels),
+            "assign/early_det_share": share(counts["early_det"], early_labels),
+            "assign/early_track_share": share(counts["early_track"], early_labels),
+            "assign/misaligned_share": share(counts["misaligned"], labels),
+            "assign/det_slots_active": share(float((self.slots > 0).sum()), self.num_queries),
+            "assign/det_slot_matches_mean": float(slots.mean()) if self.num_queries else 0.0,
+            "assign/det_slot_matches_max": float(slots.max()) if self.num_queries else 0.0,
+        }

@@ -1,0 +1,58 @@
+"""Track group denoising (MOTRv3 §3.4, appendix B): track-query groups and the Eq. 4 attention mask."""
+
+from __future__ import annotations
+
+import torch
+
+
+def attention_mask(num_det: int, num_track: int, num_groups: int, device=None) -> torch.Tensor:
+    """Eq. 4: decoder self-attention mask A = [a_ij] of the S = M + N + G·N queries, True = may not attend.
+
+    Query order: detect [0, M), track [M, M+N), group g at [M+N+g·N, M+N+(g+1)·N). The paper
+    writes S = G·N + M, counting the original track queries as one of the G groups in the size
+    but indexing them separately; here the M + N originals are followed by G further groups.
+
+    a_ij = 1 if i < M+N and j ≥ M+N (an original never sees a group query), or if i ≥ M+N and
+    ⌊(i−(M+N))/N⌋ ≠ ⌊(j−(M+N))/N⌋ (a group query sees only its own group). Eq. 4 prints
+    "j > M+N" in the first case; read literally it would let every original attend to the first
+    query of group 0, which is exactly the leakage the mask exists to stop (appendix B), so we
+    implement j ≥ M+N.
+    """
+    if min(num_det, num_track, num_groups) < 0:
+        raise ValueError(f"attention_mask: negative size M={num_det}, N={num_track}, G={num_groups}")
+    num_original = num_det + num_track
+    total = num_original + num_groups * num_track
+    index = torch.arange(total, device=device)
+    # Group number of each query; every original gets −1 (floor of a negative offset is < 0).
+    group = torch.where(
+        index >= num_original,
+        torch.div(index - num_original, max(num_track, 1), rounding_mode="floor"),
+        torch.full_like(index, -1),
+    )
+    is_original = index < num_original
+    originals_blocked = is_original[:, None] & ~is_original[None, :]
+    groups_blocked = ~is_original[:, None] & (group[:, None] != group[None, :])
+    return originals_blocked | groups_blocked
+
+
+def expand_track_groups(
+    content: torch.Tensor,
+    boxes: torch.Tensor,
+    num_groups: int,
+    noise_scale: float | None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Repeat the N track queries (content [N, D], reference boxes [N, 4] cx, cy, w, h) into G groups.
+
+    Returns the copies only ([G·N, D], [G·N, 4]), group-major, to be appended after the originals.
+    With `noise_scale` s, each copy's width and height are multiplied by independent factors
+    drawn uniformly from [1 − s, 1 + s]; centres are never changed (appendix B), so every copy
+    keeps its original's label assignment.
+    """
+    group_content = content.repeat(num_groups, 1)
+    group_boxes = boxes.repeat(num_groups, 1)
+    if noise_scale and group_boxes.numel():
+        unit = torch.rand(group_boxes.shape[0], 2, generator=generator, dtype=boxes.dtype)
+        factors = 1.0 + noise_scale * (2.0 * unit.to(boxes.device) - 1.0)
+        group_boxes = torch.cat([group_boxes[:, :2], group_boxes[:, 2:] * factors], dim=-1)
+    return group_content, group_boxes

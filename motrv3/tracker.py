@@ -1,0 +1,118 @@
+"""Runtime tracking of a video frame by frame, and detection-only inference (pseudo labels)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.ops import box_convert
+
+from motrv3.config import TrackingConfig
+from motrv3.tracks import TrackState, runtime_update
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Track:
+    track_id: int
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the original image
+    score: float
+
+
+def resized_shape(height: int, width: int, size: int, max_size: int | None) -> tuple[int, int]:
+    """Shortest side to `size`, reduced so that the longest side stays ≤ `max_size` (DETR's RandomResize)."""
+    short, long = min(height, width), max(height, width)
+    if max_size is not None and long / short * size > max_size:
+        size = int(round(max_size * short / long))
+    if width < height:
+        return int(size * height / width), size
+    return size, int(size * width / height)
+
+
+def preprocess(image, size: int, max_size: int | None, device="cpu") -> tuple[torch.Tensor, tuple[int, int]]:
+    """HWC uint8 RGB (numpy or tensor) -> ImageNet-normalised [1, 3, h, w] float, and the original (H, W)."""
+    tensor = torch.as_tensor(np.asarray(image)) if not isinstance(image, torch.Tensor) else image
+    if tensor.dim() != 3 or tensor.shape[2] != 3:
+        raise ValueError(f"expected an RGB image H×W×3, got shape {tuple(tensor.shape)}")
+    height, width = int(tensor.shape[0]), int(tensor.shape[1])
+    x = tensor.to(device).permute(2, 0, 1)[None].float().div(255.0)
+    out_h, out_w = resized_shape(height, width, size, max_size)
+    if (out_h, out_w) != (height, width):
+        x = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std, (height, width)
+
+
+def _to_pixels(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    scale = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+    return box_convert(boxes, "cxcywh", "xyxy") * scale
+
+
+class Tracker:
+    """Online MOTR tracking, one frame at a time, batch-free; identities persist across `step` calls."""
+
+    def __init__(self, model, tracking_cfg: TrackingConfig, size: int, max_size: int | None, device="cpu"):
+        self.model = model.to(device).eval()
+        self.cfg = tracking_cfg
+        self.size = size
+        self.max_size = max_size
+        self.device = torch.device(device)
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new video: no tracks, ids from 1."""
+        self.tracks: TrackState = self.model.empty_tracks()
+        self.next_id = 1
+
+    @torch.inference_mode()
+    def step(self, image) -> list[Track]:
+        """Track one frame (H×W×3 uint8 RGB); returns the confident tracks of this frame."""
+        x, (height, width) = preprocess(image, self.size, self.max_size, self.device)
+        out = self.model.forward_frame(x, self.tracks)
+        scores = out.logits[-1, : out.num_original].sigmoid().max(-1).values
+        cfg = self.cfg
+        decision = runtime_update(
+            scores,
+            self.tracks.ids,
+            self.tracks.misses,
+            out.num_det,
+            self.next_id,
+            cfg.new_track_score,
+            cfg.keep_track_score,
+            cfg.miss_tolerance,
+        )
+        self.next_id = decision.next_id
+        reported = decision.report.nonzero(as_tuple=True)[0]
+        boxes = _to_pixels(out.boxes[-1, reported], height, width).cpu().tolist()
+        ids = decision.ids[reported].cpu().tolist()
+        confidences = scores[reported].cpu().tolist()
+        keep = decision.keep.nonzero(as_tuple=True)[0]
+        self.tracks = self.model.next_tracks(
+            out,
+            self.tracks,
+            keep,
+            decision.ids[keep],
+            decision.misses[keep],
+            update_threshold=cfg.keep_track_score,
+        )
+        return [Track(int(i), tuple(b), float(s)) for i, b, s in zip(ids, boxes, confidences, strict=True)]
+
+
+@torch.inference_mode()
+def detect(model, image, size: int, max_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detect queries only, one frame: (boxes [Q, 4] x1, y1, x2, y2 pixels of the original image, scores [Q])."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        x, (height, width) = preprocess(image, size, max_size, device)
+        out = model.forward_frame(x, None)
+        scores = out.logits[-1].sigmoid().max(-1).values
+        return _to_pixels(out.boxes[-1], height, width).cpu(), scores.cpu()
+    finally:
+        model.train(was_training)

@@ -1,0 +1,105 @@
+"""Raw layouts → Parquet clip datasets (`data/clips/<split>/`), one per split, per the params."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.data.crowdhuman import read_crowdhuman
+from pipeline.data.errors import DataError, Issues
+from pipeline.data.motchallenge import read_split
+from pipeline.data.parquet_io import write_dataset
+from pipeline.paths import CLIPS_DIR, RAW_SYNTHETIC_DIR
+
+
+def source_of(params) -> tuple[Path, str]:
+    """(root of the MOTChallenge-layout input, benchmark rules) for `dataset.name`."""
+    dataset = params.dataset
+    if dataset.name == "synthetic":
+        return Path(dataset.root or RAW_SYNTHETIC_DIR), "synthetic"
+    if dataset.root is None:
+        raise DataError(
+            "params.yaml",
+            None,
+            "dataset.root",
+            f"dataset.name={dataset.name} needs dataset.root (the folder holding train/, val/, test/)",
+            kind="bad_params",
+        )
+    return Path(dataset.root), dataset.name
+
+
+def splits_of(params) -> list[str]:
+    dataset = params.dataset
+    names = [dataset.train_split, dataset.eval_split, dataset.test_split]
+    return list(dict.fromkeys(name for name in names if name))
+
+
+def convert_split(
+    root: Path,
+    split: str,
+    benchmark: str,
+    out_dir: Path,
+    *,
+    dataset: str,
+    row_group_frames: int,
+    lenient: bool,
+    crowdhuman_root: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Read `<root>/<split>` (+ CrowdHuman train/val for a training split) and write it atomically."""
+    from tqdm import tqdm
+
+    issues = Issues(lenient=lenient)
+    sequences = read_split(root, split, benchmark, issues)
+    if crowdhuman_root is not None:
+        # The MOT17 recipe trains on CrowdHuman train and val; either annotation file alone is fine.
+        ch_splits = [
+            s for s in ("train", "val") if (Path(crowdhuman_root) / f"annotation_{s}.odgt").is_file()
+        ]
+        if not ch_splits:
+            issues.report(
+                DataError(
+                    crowdhuman_root,
+                    None,
+                    "dataset.crowdhuman_root",
+                    "no annotation_train.odgt or annotation_val.odgt",
+                    kind="missing_split",
+                )
+            )
+        for ch_split in ch_splits:
+            try:
+                sequences.append(read_crowdhuman(crowdhuman_root, ch_split, issues))
+            except DataError as error:
+                issues.report(error)
+    with tqdm(total=len(sequences), desc=f"convert {split}", unit="seq", disable=not progress) as bar:
+        return write_dataset(
+            sequences,
+            out_dir,
+            dataset=dataset,
+            benchmark=benchmark,
+            split=split,
+            row_group_frames=row_group_frames,
+            issues=issues,
+            input_root=root,
+            progress=bar,
+        )
+
+
+def convert(params, out_root: str | Path = CLIPS_DIR, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Convert every split named in `dataset` that exists under the input root."""
+    root, benchmark = source_of(params)
+    crowdhuman = Path(params.dataset.crowdhuman_root) if params.dataset.crowdhuman_root else None
+    manifests = {}
+    for split in splits_of(params):
+        manifests[split] = convert_split(
+            root,
+            split,
+            benchmark,
+            Path(out_root) / split,
+            dataset=params.dataset.name,
+            row_group_frames=params.data.row_group_frames,
+            lenient=params.dataset.lenient,
+            crowdhuman_root=crowdhuman if split == params.dataset.train_split else None,
+            progress=progress,
+        )
+    return manifests

@@ -1,0 +1,252 @@
+"""`motrv3 track VIDEO_OR_FRAME_DIR --checkpoint CKPT`: an annotated video and the MOTChallenge txt.
+
+Input: a video file OpenCV can read, a folder of frames (sorted by name), or a MOTChallenge sequence
+folder (`img1/` + `seqinfo.ini`, whose frame rate is used). Output in `--out`: `<name>.mp4` (mp4v;
+boxes, identities and the trail of each identity's recent centres) and `<name>.txt`
+(`frame,id,x,y,w,h,score,-1,-1,-1`, pixels of the input). Runs on CPU when no GPU is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import os
+import sys
+from collections import defaultdict, deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import mot_io
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+DEFAULT_FPS = 25.0
+
+
+class FrameSource:
+    """Frames of a video or an image folder as (1-based frame number, RGB uint8) pairs."""
+
+    def __init__(self, path: str | Path):
+        import cv2
+
+        self.path = Path(path)
+        self.fps = DEFAULT_FPS
+        self.files: list[Path] | None = None
+        if self.path.is_dir():
+            folder = self.path
+            if (self.path / "seqinfo.ini").is_file():
+                info = mot_io.read_seqinfo(self.path / "seqinfo.ini")
+                folder = self.path / info.im_dir
+                self.fps = info.frame_rate or DEFAULT_FPS
+            self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not self.files:
+                raise FileNotFoundError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            self.length: int | None = len(self.files)
+        elif self.path.is_file():
+            capture = cv2.VideoCapture(str(self.path))
+            if not capture.isOpened():
+                raise ValueError(f"{self.path}: OpenCV cannot open this video")
+            fps = capture.get(cv2.CAP_PROP_FPS)
+            self.fps = fps if fps and fps > 0 else DEFAULT_FPS
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            self.length = count if count > 0 else None
+            capture.release()
+        else:
+            raise FileNotFoundError(f"{self.path}: no such video or frame folder")
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.path.is_file() else self.path.name
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        import cv2
+
+        if self.files is not None:
+            for number, file in enumerate(self.files, start=1):
+                image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+                if image is None:
+                    raise ValueError(f"{file}: cannot decode the image")
+                yield number, cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            return
+        capture = cv2.VideoCapture(str(self.path))
+        try:
+            number = 0
+            while True:
+                ok, image = capture.read()
+                if not ok:
+                    break
+                number += 1
+                yield number, cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        finally:
+            capture.release()
+
+
+def identity_color(track_id: int) -> tuple[int, int, int]:
+    """A stable, well-spread BGR colour per identity (golden-ratio hue steps)."""
+    hue = (track_id * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
+    return int(b * 255), int(g * 255), int(r * 255)
+
+
+class Annotator:
+    """Draws boxes, identities and trails; keeps each identity's last `trail` centres."""
+
+    def __init__(self, trail: int = 30):
+        self.trails: dict[int, deque] = defaultdict(lambda: deque(maxlen=max(1, trail)))
+
+    def draw(self, image_rgb: np.ndarray, tracks) -> np.ndarray:
+        import cv2
+
+        canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+        thickness = max(1, round(min(canvas.shape[:2]) / 300))
+        for track in tracks:
+            x1, y1, x2, y2 = (int(round(float(v))) for v in track.box)
+            color = identity_color(int(track.track_id))
+            self.trails[int(track.track_id)].append(((x1 + x2) // 2, (y1 + y2) // 2))
+            points = np.asarray(self.trails[int(track.track_id)], dtype=np.int32).reshape(-1, 1, 2)
+            if len(points) > 1:
+                cv2.polylines(canvas, [points], False, color, thickness)
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
+            label = str(int(track.track_id))
+            scale = 0.4 * thickness
+            (w, h), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+            top = max(0, y1 - h - base - 2)
+            cv2.rectangle(canvas, (x1, top), (x1 + w + 2, top + h + base + 2), color, -1)
+            cv2.putText(
+                canvas, label, (x1 + 1, top + h + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness
+            )
+        return canvas
+
+
+def rows_to_tracks(rows: np.ndarray) -> list:
+    """Result rows (frame, id, left, top, w, h, score) → `motrv3.Track`-like objects for drawing."""
+    from types import SimpleNamespace
+
+    return [
+        SimpleNamespace(track_id=int(r[1]), box=(r[2], r[3], r[2] + r[4], r[3] + r[5]), score=float(r[6]))
+        for r in rows
+    ]
+
+
+def tracking_settings(config: dict, size: int | None, max_size: int | None):
+    """Tracking config and test size: command line, else the checkpoint's config, else the paper's."""
+    from motrv3.config import TrackingConfig, from_dict
+
+    tracking_cfg = config.get("tracking") if isinstance(config, dict) else None
+    tracking = from_dict(TrackingConfig, tracking_cfg) if isinstance(tracking_cfg, dict) else TrackingConfig()
+    data = config.get("data") if isinstance(config, dict) else None
+    data = data if isinstance(data, dict) else {}
+    return tracking, size or data.get("eval_size", 800), max_size or data.get("eval_max_size", 1536)
+
+
+def run_demo(
+    source: str | Path,
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    device: str = "auto",
+    size: int | None = None,
+    max_size: int | None = None,
+    trail: int = 30,
+    threads: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Track `source` and write `<out>/<name>.mp4` and `<out>/<name>.txt`; returns paths and speed."""
+    import cv2
+    import torch
+    from tqdm import tqdm
+
+    import motrv3
+    from pipeline.tracking import resolve_device, run_online
+
+    frames = FrameSource(source)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads or max(1, min(4, os.cpu_count() or 1)))
+    model, config = motrv3.load_checkpoint(checkpoint)
+    device = resolve_device(device)
+    model = model.to(device).eval()
+    tracking, size, max_size = tracking_settings(config, size, max_size)
+    tracker = motrv3.Tracker(model, tracking, size, max_size, device)
+
+    video_path, txt_path = out_dir / f"{frames.name}.mp4", out_dir / f"{frames.name}.txt"
+    # OpenCV picks the container from the extension, so the temporary file keeps ".mp4".
+    partial = out_dir / f".{frames.name}.partial.mp4"
+    annotator = Annotator(trail)
+    state: dict = {"writer": None}
+    bar = tqdm(total=frames.length, desc=frames.name, unit="frame", disable=not progress)
+
+    def write_frame(frame: int, image: np.ndarray, tracks) -> None:
+        canvas = annotator.draw(image, tracks)
+        if state["writer"] is None:
+            height, width = canvas.shape[:2]
+            writer = cv2.VideoWriter(
+                str(partial), cv2.VideoWriter_fourcc(*"mp4v"), frames.fps, (width, height)
+            )
+            if not writer.isOpened():
+                raise RuntimeError(f"{partial}: OpenCV cannot write an mp4v video here")
+            state["writer"] = writer
+        state["writer"].write(canvas)
+        bar.update()
+
+    try:
+        rows, count, model_seconds, total = run_online(tracker, frames, write_frame)
+    finally:
+        bar.close()
+        if state["writer"] is not None:
+            state["writer"].release()
+    if count == 0:
+        partial.unlink(missing_ok=True)
+        raise ValueError(f"{source}: no frames")
+    os.replace(partial, video_path)
+    mot_io.write_results(txt_path, rows)
+    return {
+        "video": str(video_path),
+        "results": str(txt_path),
+        "frames": count,
+        "fps": count / model_seconds if model_seconds > 0 else 0.0,
+        "fps_with_io": count / total if total > 0 else 0.0,
+        "device": device,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="motrv3 track", description=__doc__.splitlines()[0])
+    parser.add_argument("source", help="video file, folder of frames, or MOTChallenge sequence folder")
+    parser.add_argument(
+        "--checkpoint", required=True, help="a motrv3 checkpoint (models/<method>/checkpoint.pt)"
+    )
+    parser.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: %(default)s)")
+    parser.add_argument(
+        "--size", type=int, help="shorter image side at test time (default: the checkpoint's)"
+    )
+    parser.add_argument("--max-size", type=int, help="longer side cap (default: the checkpoint's)")
+    parser.add_argument(
+        "--trail", type=int, default=30, help="frames of trail drawn per identity (default: 30)"
+    )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: up to 4)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        summary = run_demo(
+            args.source,
+            args.checkpoint,
+            args.out,
+            device=args.device,
+            size=args.size,
+            max_size=args.max_size,
+            trail=args.trail,
+            threads=args.threads,
+            progress=not args.no_progress,
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        sys.exit(f"error: {error}")
+    print(
+        f"{summary['frames']} frames, {summary['fps']:.2f} FPS ({summary['fps_with_io']:.2f} with reading) "
+        f"on {summary['device']}\nvideo:   {summary['video']}\nresults: {summary['results']}"
+    )
+
+
+if __name__ == "__main__":
+    main()

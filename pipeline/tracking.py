@@ -1,0 +1,274 @@
+"""Running a trained checkpoint over a split: online, frame by frame, one result file per sequence.
+
+Speed is measured as Table 6 does (frames per second of the tracker itself, reading and decoding
+the images excluded), and also end to end (reading and decoding included). With `track.workers`
+> 1 the sequences run in parallel on Ray actors (one model per actor); the per-sequence FPS is then
+still the speed of one stream, and `throughput_fps` what the workers achieve together.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import mot_io
+from pipeline.paths import RESULTS_DIR, atomic_path
+
+FPS_FILE = "fps.json"
+
+
+def results_dir(method: str, split: str) -> Path:
+    return RESULTS_DIR / method / split
+
+
+@dataclass(frozen=True)
+class TrackSettings:
+    """What a worker needs to rebuild the tracker (picklable for Ray)."""
+
+    checkpoint: str
+    tracking: Any  # motrv3.TrackingConfig
+    size: int
+    max_size: int
+    device: str = "cpu"
+    threads: int = 1
+
+
+@dataclass
+class SequenceRun:
+    sequence: str
+    rows: np.ndarray  # [N, 7] frame, id, left, top, width, height, score
+    frames: int
+    model_seconds: float  # `Tracker.step` only: the Table 6 measure
+    total_seconds: float  # reading + decoding + tracking
+
+    def timing(self) -> dict[str, float | int]:
+        return {
+            "frames": self.frames,
+            "model_seconds": self.model_seconds,
+            "total_seconds": self.total_seconds,
+            "fps": self.frames / self.model_seconds if self.model_seconds > 0 else 0.0,
+            "fps_with_io": self.frames / self.total_seconds if self.total_seconds > 0 else 0.0,
+        }
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    return device
+
+
+def build_tracker(settings: TrackSettings):
+    """Load the checkpoint (weights_only) and wrap it in the library's online tracker."""
+    import torch
+
+    import motrv3
+
+    torch.set_num_threads(max(1, settings.threads))
+    model, _ = motrv3.load_checkpoint(settings.checkpoint)
+    device = resolve_device(settings.device)
+    model = model.to(device).eval()
+    return motrv3.Tracker(model, settings.tracking, settings.size, settings.max_size, device)
+
+
+def run_online(
+    tracker,
+    frames: Iterable[tuple[int, np.ndarray]],
+    on_frame: Callable[[int, np.ndarray, list], None] | None = None,
+) -> tuple[np.ndarray, int, float, float]:
+    """Feed frames (frame number, RGB image) one at a time; the frames iterator may read and decode lazily.
+
+    Returns (rows [N, 7], frame count, seconds in `tracker.step`, seconds overall).
+    `on_frame(frame, image, tracks)` (drawing, progress bars) is excluded from both clocks.
+    """
+    import torch
+
+    tracker.reset()
+    rows: list[list[float]] = []
+    count, model_seconds, outside = 0, 0.0, 0.0
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for frame, image in frames:
+            begin = time.perf_counter()
+            tracks = tracker.step(image)  # returns Python values: the device has finished
+            model_seconds += time.perf_counter() - begin
+            rows.extend(mot_io.tracks_to_rows(frame, tracks))
+            count += 1
+            if on_frame is not None:
+                begin = time.perf_counter()
+                on_frame(frame, image, tracks)
+                outside += time.perf_counter() - begin
+    total = time.perf_counter() - start - outside
+    array = np.asarray(rows, dtype=np.float64).reshape(-1, 7)
+    return array, count, model_seconds, total
+
+
+def _dataset_frames(dataset_dir: Path, sequence: str) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame number, RGB image) of a stored sequence; reading and decoding happen lazily, per frame."""
+    from pipeline.data.loader import iter_frames
+
+    for frame, image, _ in iter_frames(dataset_dir, sequence):
+        yield frame, image
+
+
+def track_sequence(
+    tracker, dataset_dir: str | Path, sequence: str, progress: Callable[[], Any] | None = None
+) -> SequenceRun:
+    """Track one stored sequence from its first frame (fresh tracker state)."""
+    hook = (lambda frame, image, tracks: progress()) if progress is not None else None
+    rows, count, model_seconds, total = run_online(
+        tracker, _dataset_frames(Path(dataset_dir), sequence), hook
+    )
+    return SequenceRun(sequence, rows, count, model_seconds, total)
+
+
+def _sequence_length(dataset_dir: Path, sequence: str) -> int | None:
+    from pipeline.data.parquet_io import read_manifest
+
+    return read_manifest(dataset_dir)["sequences"][sequence]["frames"]
+
+
+def _track_sequences_local(
+    settings: TrackSettings, dataset_dir: Path, sequences: list[str]
+) -> list[SequenceRun]:
+    from tqdm import tqdm
+
+    tracker = build_tracker(settings)
+    runs = []
+    for sequence in sequences:
+        with tqdm(total=_sequence_length(dataset_dir, sequence), desc=sequence, unit="frame") as bar:
+            runs.append(track_sequence(tracker, dataset_dir, sequence, progress=lambda: bar.update()))
+    return runs
+
+
+class _TrackWorker:
+    """A Ray actor holding one tracker; sequences are sent to it one at a time."""
+
+    def __init__(self, settings: TrackSettings):
+        self.tracker = build_tracker(settings)
+
+    def run(self, dataset_dir: str, sequence: str) -> SequenceRun:
+        from ray.experimental.tqdm_ray import tqdm
+
+        bar = tqdm(total=_sequence_length(Path(dataset_dir), sequence), desc=sequence)
+        try:
+            return track_sequence(self.tracker, dataset_dir, sequence, progress=lambda: bar.update(1))
+        finally:
+            bar.close()
+
+
+def _track_sequences_ray(
+    settings: TrackSettings, dataset_dir: Path, sequences: list[str], workers: int, ray_address: str | None
+) -> list[SequenceRun]:
+    import ray as ray_module
+
+    from pipeline.ray_utils import init_ray
+
+    started_here = not ray_module.is_initialized()
+    ray = init_ray(ray_address, num_cpus=None if ray_address else workers * settings.threads)
+    from ray.util import ActorPool
+
+    try:
+        gpus = 1 if resolve_device(settings.device).startswith("cuda") else 0
+        actor = ray.remote(num_cpus=settings.threads, num_gpus=gpus)(_TrackWorker)
+        actors = [actor.remote(settings) for _ in range(min(workers, len(sequences)))]
+        dataset = str(dataset_dir.resolve())
+        runs = list(ActorPool(actors).map_unordered(lambda a, seq: a.run.remote(dataset, seq), sequences))
+        for handle in actors:
+            ray.kill(handle)
+        return runs
+    finally:
+        if started_here:
+            ray.shutdown()  # only the instance this call started
+
+
+def track_split(
+    settings: TrackSettings,
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    workers: int = 1,
+    ray_address: str | None = None,
+    sequences: list[str] | None = None,
+    extra_info: dict[str, Any] | None = None,
+    save_video: bool = False,
+) -> dict[str, Any]:
+    """Track every sequence of a converted split; write `<out_dir>/<seq>.txt` and `fps.json`
+    (+ an annotated `<seq>.mp4` each with `save_video`, drawn after timing).
+
+    The folder is replaced as a whole (atomically), so it never mixes two runs. Returns fps.json's content.
+    """
+    from pipeline.data.loader import list_sequences
+
+    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
+    sequences = list(sequences) if sequences is not None else list_sequences(dataset_dir)
+    if not sequences:
+        raise ValueError(f"{dataset_dir}: no sequences to track")
+    start = time.perf_counter()
+    if workers > 1 and len(sequences) > 1:
+        runs = _track_sequences_ray(settings, dataset_dir, sequences, workers, ray_address)
+    else:
+        runs = _track_sequences_local(settings, dataset_dir, sequences)
+    wall = time.perf_counter() - start
+    runs.sort(key=lambda run: sequences.index(run.sequence))
+    frames = sum(r.frames for r in runs)
+    model_seconds = sum(r.model_seconds for r in runs)
+    total_seconds = sum(r.total_seconds for r in runs)
+    summary: dict[str, Any] = {
+        "fps": frames / model_seconds if model_seconds > 0 else 0.0,
+        "fps_with_io": frames / total_seconds if total_seconds > 0 else 0.0,
+        "throughput_fps": frames / wall if wall > 0 else 0.0,
+        "frames": frames,
+        "sequences_count": len(runs),
+        "wall_seconds": wall,
+        "workers": workers if len(sequences) > 1 else 1,
+        "device": resolve_device(settings.device),
+        "torch_threads": settings.threads,
+        "size": settings.size,
+        "max_size": settings.max_size,
+        "checkpoint": str(settings.checkpoint),
+        **(extra_info or {}),
+        "sequences": {run.sequence: run.timing() for run in runs},
+    }
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        for run in runs:
+            mot_io.write_results(tmp / f"{run.sequence}.txt", run.rows)
+        (tmp / FPS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        if save_video:
+            from pipeline.data.parquet_io import read_manifest
+
+            entries = read_manifest(dataset_dir)["sequences"]
+            for run in runs:
+                rate = entries[run.sequence].get("frame_rate")
+                rate = float(rate) if rate and math.isfinite(rate) else 25.0
+                render_video(dataset_dir, run.sequence, run.rows, tmp / f"{run.sequence}.mp4", rate)
+    return summary
+
+
+def render_video(dataset_dir: Path, sequence: str, rows: np.ndarray, path: Path, fps: float = 25.0) -> None:
+    """Draw result rows (boxes, identities, trails) over a stored sequence into an mp4v video."""
+    import cv2
+
+    from pipeline.demo import Annotator, rows_to_tracks
+
+    annotator, writer = Annotator(), None
+    try:
+        for frame, image in _dataset_frames(dataset_dir, sequence):
+            canvas = annotator.draw(image, rows_to_tracks(rows[rows[:, 0] == frame]))
+            if writer is None:
+                size = (canvas.shape[1], canvas.shape[0])
+                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+            writer.write(canvas)
+    finally:
+        if writer is not None:
+            writer.release()

@@ -1,0 +1,53 @@
+"""Stage `sweep`: one ablation table of the paper (3, 4 or 5) as a Ray Tune grid of train → track → evaluate.
+
+Writes reports/table<N>.{md,csv} (measured rows beside the paper's reported rows) and logs one MLflow
+parent run `table<N>` with a child run per (row, seed). Example: `python -m stages.sweep --table 3`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.params import add_params_arguments, params_from_args
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("--table", type=int, choices=(3, 4, 5), required=True, help="which ablation table")
+    add_params_arguments(parser)
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="seeds per row (default: sweep.seeds)"
+    )
+    parser.add_argument(
+        "--rows", type=int, nargs="+", default=None, help="1-based rows to run (default: all)"
+    )
+    parser.add_argument(
+        "--runner",
+        default=None,
+        help="module:function a trial calls (default: pipeline.sweep:train_track_evaluate, the real stages)",
+    )
+    args = parser.parse_args(argv)
+    params = params_from_args(args)
+
+    from pipeline.sweep import DEFAULT_RUNNER, SweepError, run_table
+
+    try:
+        outcome, written = run_table(
+            args.table,
+            params,
+            params_file=args.params,
+            base_overrides=args.overrides,
+            seeds=args.seeds,
+            runner=args.runner or DEFAULT_RUNNER,
+            only_rows=args.rows,
+        )
+    except SweepError as error:
+        sys.exit(f"error: {error}")
+    for path in written:
+        print(path)
+    print(f"MLflow parent run: {outcome.parent_run_id}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""ClipCriterion: the loss terms by hand, MOTR's assignment (Eqs. 1, 2), Eq. 5, and input checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from motrv3.config import LossConfig, ModelConfig, PLDConfig, RFSConfig, TGDConfig
+from motrv3.criterion import ClipCriterion, build_criterion, clip_loss, identity_assignment
+from motrv3.structures import FrameLossResult, FrameOutput
+
+FAR = [0.9, 0.9, 0.05, 0.05]  # a box overlapping nothing in these tests
+
+
+def make_output(boxes, num_det, num_track, num_groups=0, logits=None) -> FrameOutput:
+    """FrameOutput from boxes [L][S][4] (and logits [L][S], default 0: only boxes decide matches)."""
+    boxes = torch.tensor(boxes, dtype=torch.float32)
+    logits = torch.zeros(boxes.shape[:2]) if logits is None else torch.tensor(logits, dtype=torch.float32)
+    return FrameOutput(
+        logits=logits[..., None],
+        boxes=boxes,
+        hidden=torch.zeros(boxes.shape[1], 8),
+        num_det=num_det,
+        num_track=num_track,
+        num_groups=num_groups,
+    )
+
+
+def make_target(boxes, obj_ids, pseudo_boxes=(), pseudo_scores=()) -> dict:
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.zeros(len(obj_ids), dtype=torch.long),
+        "obj_ids": torch.tensor(obj_ids, dtype=torch.long),
+        "pseudo_boxes": torch.tensor(pseudo_boxes, dtype=torch.float32).reshape(-1, 4),
+        "pseudo_scores": torch.tensor(pseudo_scores, dtype=torch.float32),
+    }
+
+
+def make_criterion(rfs=False, pld=False, tgd=False, rfs_layers=None, aux_loss=True) -> ClipCriterion:
+    return ClipCriterion(
+        LossConfig(aux_loss=aux_loss),
+        RFSConfig(enabled=rfs, layers=rfs_layers),
+        PLDConfig(enabled=pld),
+        TGDConfig(enabled=tgd),
+        num_classes=1,
+    )
+
+
+def focal_positive(logit: float, alpha=0.25, gamma=2.0) -> float:
+    p = 1 / (1 + math.exp(-logit))
+    return alpha * (1 - p) ** gamma * -math.log(p)
+
+
+def focal_negative(logit: float, alpha=0.25, gamma=2.0) -> float:
+    p = 1 / (1 + math.exp(-logit))
+    return (1 - alpha) * p**gamma * -math.log(1 - p)
+
+
+def tensor_ids(*ids: int) -> torch.Tensor:
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def test_loss_terms_of_one_query_and_one_box_by_hand():
+    criterion = make_criterion()
+    out = make_output([[[0.5, 0.5, 0.2, 0.2]]], num_det=1, num_track=0, logits=[[0.5]])
+    result = criterion.frame_loss(out, make_target([[0.6, 0.6, 0.2, 0.2]], [7]), tensor_ids())
+    losses = {name: value.item() for name, value in result.losses.items()}
+    assert set(losses) == {"det_cls", "det_l1", "det_giou"}
+    assert losses["det_cls"] == pytest.approx(2 * focal_positive(0.5), rel=1e-5)
+    assert losses["det_l1"] == pytest.approx(5 * 0.2, rel=1e-5)
+    giou = 0.01 / 0.07 - (0.09 - 0.07) / 0.09  # hand-worked in test_matcher
+    assert losses["det_giou"] == pytest.approx(2 * (1 - giou), rel=1e-5)
+    assert result.num_objects == 1.0
+    assert result.det_matched_ids.tolist() == [7]
+
+
+def test_background_query_pays_only_the_negative_focal_term():
+    criterion = make_criterion()
+    out = make_output([[[0.5, 0.5, 0.2, 0.2], FAR]], num_det=2, num_track=0, logits=[[0.5, 1.5]])
+    result = criterion.frame_loss(out, make_target([[0.5, 0.5, 0.2, 0.2]], [7]), tensor_ids())
+    expected = 2 * (focal_positive(0.5) + focal_negative(1.5))
+    assert result.losses["det_cls"].item() == pytest.approx(expected, rel=1e-5)
+    assert result.losses["det_l1"].item() == pytest.approx(0.0, abs=1e-6)
+    assert result.det_matched_ids.tolist() == [7, -1]
+
+
+def test_track_query_keeps_its_identity_even_when_a_detect_query_is_closer():
+    # labels: A (id 10, carried by track query 0) and C (id 30, newly appeared)
+    a_box, c_box = [0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]
+    layer = [
+        a_box,
+        c_box,
+        [0.35, 0.6, 0.2, 0.2],
+        a_box,
+    ]  # det0 on A, det1 on C, track0 off A, track1 (FP) on A
+    out = make_output([layer, layer], num_det=2, num_track=2)
+    result = make_criterion().frame_loss(out, make_target([a_box, c_box], [10, 30]), tensor_ids(10, -1))
+    for assigned in result.assignments["det"]:
+        assert assigned.tolist() == [-1, 1, 0, -1]  # det0 background, det1 → C, track0 → A, FP track bg
+    assert result.det_matched_ids.tolist() == [-1, 30]
+    assert result.track_matched.tolist() == [True, False]
+    assert result.num_objects == 2.0
+
+
+def test_track_query_of_an_absent_identity_is_background():
+    assert identity_assignment(tensor_ids(5, 7, -1), tensor_ids(7, 9)).tolist() == [-1, 0, -1]
+    assert identity_assignment(tensor_ids(5), tensor_ids()).tolist() == [-1]
+
+
+def test_detect_queries_match_at_every_layer_independently():
+    a_box, b_box = [0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]
+    out = make_output([[a_box, b_box], [b_box, a_box]], num_det=2, num_track=0)
+    result = make_criterion().frame_loss(out, make_target([a_box, b_box], [1, 2]), tensor_ids())
+    assert result.assignments["det"].tolist() == [[0, 1], [1, 0]]
+    assert result.det_matched_ids.tolist() == [2, 1]  # from the last layer
+
+
+def test_aux_loss_off_supervises_only_the_last_layer():
+    a_box = [0.3, 0.3, 0.2, 0.2]
+    out = make_output([[[0.5, 0.5, 0.3, 0.3]], [a_box]], num_det=1, num_track=0)
+    target = make_target([a_box], [1])
+    with_aux = make_criterion(aux_loss=True).frame_loss(out, target, tensor_ids())
+    without = make_criterion(aux_loss=False).frame_loss(out, target, tensor_ids())
+    assert without.losses["det_l1"].item() == pytest.approx(0.0, abs=1e-6)
+    assert with_aux.losses["det_l1"].item() == pytest.approx(5 * (0.2 + 0.2 + 0.1 + 0.1), rel=1e-5)
+    assert without.assignments["det"][0].tolist() == [-1]
+
+
+def test_empty_frame_and_no_queries():
+    out = make_output([[[0.5, 0.5, 0.2, 0.2]]], num_det=1, num_track=0, logits=[[0.0]])
+    result = make_criterion().frame_loss(out, make_target([], []), tensor_ids())
+    assert result.num_objects == 1.0  # clamped
+    assert result.losses["det_cls"].item() == pytest.approx(2 * focal_negative(0.0), rel=1e-5)
+    assert result.det_matched_ids.tolist() == [-1]
+    empty = FrameOutput(torch.zeros(2, 0, 1), torch.zeros(2, 0, 4), torch.zeros(0, 8), 0, 0)
+    result = make_criterion(rfs=True).frame_loss(
+        empty, make_target([[0.5, 0.5, 0.2, 0.2]], [3]), tensor_ids()
+    )
+    assert result.losses["det_cls"].item() == 0.0
+    assert result.det_matched_ids.numel() == 0
+
+
+def test_loss_has_gradients_for_the_supervised_queries():
+    out = make_output([[[0.5, 0.5, 0.2, 0.2], FAR]], num_det=2, num_track=0)
+    out.boxes.requires_grad_(True)
+    out.logits.requires_grad_(True)
+    result = make_criterion().frame_loss(out, make_target([[0.6, 0.6, 0.2, 0.2]], [1]), tensor_ids())
+    loss, _ = clip_loss([result])
+    loss.backward()
+    assert out.boxes.grad[0, 0].abs().sum() > 0
+    assert out.boxes.grad[0, 1].abs().sum() == 0  # background queries get no box loss
+    assert out.logits.grad[0, 1].abs().sum() > 0
+
+
+def test_clip_loss_is_eq5():
+    def frame(values: dict[str, float], num_objects: float) -> FrameLossResult:
+        return FrameLossResult(
+            losses={k: torch.tensor(v) for k, v in values.items()},
+            num_objects=num_objects,
+            det_matched_ids=tensor_ids(),
+            track_matched=torch.zeros(0, dtype=torch.bool),
+        )
+
+    frames = [frame({"det_cls": 3.0, "pld_cls": 1.5}, 3.0), frame({"det_cls": 2.0, "pld_cls": 0.5}, 1.0)]
+    loss, terms = clip_loss(frames)
+    assert loss.item() == pytest.approx((3.0 + 1.5) / 3 + (2.0 + 0.5) / 1)
+    assert terms["det_cls"] == pytest.approx(3.0 / 3 + 2.0)
+    assert terms["pld_cls"] == pytest.approx(0.5 + 0.5)
+    assert terms["loss"] == pytest.approx(loss.item())
+    # a DDP-style hook: every O_i replaced by the workers' mean (here: doubled)
+    loss, _ = clip_loss(frames, num_objects_reduce=lambda counts: counts * 2)
+    assert loss.item() == pytest.approx((3.0 + 1.5) / 6 + (2.0 + 0.5) / 2)
+    loss, _ = clip_loss(frames, num_objects_reduce=lambda counts: counts * 0)
+    assert loss.item() == pytest.approx(3.0 + 1.5 + 2.0 + 0.5)  # clamped to 1
+    with pytest.raises(ValueError, match="no frames"):
+        clip_loss([])
+
+
+def test_bad_input_names_the_field():
+    criterion = make_criterion()
+    out = make_output([[[0.5, 0.5, 0.2, 0.2]] * 3], num_det=1, num_track=1)  # 3 queries, expected 2
+    with pytest.raises(ValueError, match="M \\+ N \\+ G·N"):
+        criterion.frame_loss(out, make_target([], []), tensor_ids(1))
+    out = make_output([[[0.5, 0.5, 0.2, 0.2]] * 2], num_det=1, num_track=1)
+    with pytest.raises(ValueError, match="track_ids"):
+        criterion.frame_loss(out, make_target([], []), tensor_ids(1, 2))
+    target = make_target([[0.5, 0.5, 0.2, 0.2]], [1])
+    del target["obj_ids"]
+    with pytest.raises(ValueError, match="obj_ids"):
+        criterion.frame_loss(out, target, tensor_ids(1))
+    with pytest.raises(ValueError, match="obj_ids repeats"):
+        criterion.frame_loss(out, make_target([[0.5, 0.5, 0.2, 0.2]] * 2, [4, 4]), tensor_ids(1))
+    target = make_target([[0.5, 0.5, 0.2, 0.2]], [1])
+    del target["pseudo_boxes"]
+    with pytest.raises(ValueError, match="pseudo_boxes"):
+        make_criterion(pld=True).frame_loss(out, target, tensor_ids(1))
+    with pytest.raises(ValueError, match="rfs.layers"):
+        build_criterion(
+            ModelConfig(dec_layers=3), LossConfig(), RFSConfig(layers=[2]), PLDConfig(), TGDConfig()
+        )

@@ -1,0 +1,139 @@
+"""Runtime tracking: the track life cycle by hand, stable identities, pixels of the original image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from motrv3.config import ModelConfig, TrackingConfig
+from motrv3.model import MOTR
+from motrv3.tracker import Tracker, detect, preprocess, resized_shape
+from motrv3.tracks import runtime_update
+
+
+def test_runtime_update_by_hand():
+    # 2 detect queries, 2 tracks (ids 4 and 5, track 5 missed twice already)
+    decision = runtime_update(
+        scores=torch.tensor([0.7, 0.2, 0.6, 0.3]),
+        track_ids=torch.tensor([4, 5]),
+        track_misses=torch.tensor([0, 2]),
+        num_det=2,
+        next_id=6,
+        new_track_score=0.5,
+        keep_track_score=0.4,
+        miss_tolerance=3,
+    )
+    assert decision.ids.tolist() == [6, -1, 4, -1]  # new id 6; track 5's third miss drops it
+    assert decision.misses.tolist() == [0, 0, 0, 3]
+    assert decision.keep.tolist() == [True, False, True, False]
+    assert decision.report.tolist() == [True, False, True, False]
+    assert decision.next_id == 7
+    # below the keep score but within tolerance: kept, not reported
+    decision = runtime_update(
+        torch.tensor([0.1, 0.3]), torch.tensor([4]), torch.tensor([0]), 1, 5, 0.5, 0.4, 3
+    )
+    assert decision.ids.tolist() == [-1, 4] and decision.keep.tolist() == [False, True]
+    assert decision.report.tolist() == [False, False] and decision.misses.tolist() == [0, 1]
+
+
+def test_resized_shape_and_normalisation():
+    assert resized_shape(480, 640, 192, 320) == (192, 256)
+    assert resized_shape(192, 640, 192, 320) == (96, 320)  # capped by max_size
+    assert resized_shape(640, 480, 192, None) == (256, 192)
+    image = np.full((48, 64, 3), 255, dtype=np.uint8)
+    x, size = preprocess(image, 24, None)
+    assert size == (48, 64) and x.shape == (1, 3, 24, 32)
+    torch.testing.assert_close(
+        x[0, :, 0, 0], (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    )
+
+
+class ScriptedMOTR(MOTR):
+    """The real network and query interaction, with last-layer scores and boxes set by a script.
+
+    script[frame] maps a query slot to (score, box): slot ("det", i) or ("track", track_id).
+    Unscripted queries score 0.01.
+    """
+
+    def __init__(self, cfg, script):
+        super().__init__(cfg)
+        self.script = script
+        self.frame = 0
+        self.seen_track_ids = []
+
+    def forward_frame(self, image, tracks=None, num_groups=None, generator=None):
+        out = super().forward_frame(image, tracks, num_groups, generator)
+        ids = tracks.ids.tolist() if tracks is not None else []
+        self.seen_track_ids.append(ids)
+        logits = torch.full_like(out.logits, float(torch.logit(torch.tensor(0.01))))
+        boxes = out.boxes.clone()
+        for (kind, key), (score, box) in self.script[self.frame].items():
+            if kind == "track" and key not in ids:
+                continue
+            slot = key if kind == "det" else out.num_det + ids.index(key)
+            logits[:, slot] = float(torch.logit(torch.tensor(score)))
+            boxes[:, slot] = torch.tensor(box)
+        self.frame += 1
+        out.logits, out.boxes = logits, boxes
+        return out
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return ModelConfig(
+        backbone="resnet10t",
+        d_model=32,
+        nheads=2,
+        enc_layers=1,
+        dec_layers=1,
+        dim_feedforward=64,
+        enc_n_points=1,
+        dec_n_points=1,
+        num_queries=3,
+        num_feature_levels=3,
+        deform_attn_impl="pytorch",
+    )
+
+
+def test_identity_is_kept_across_frames_then_dropped_after_miss_tolerance(cfg):
+    box = [0.5, 0.5, 0.2, 0.4]
+    moved = [0.55, 0.5, 0.2, 0.4]
+    script = [
+        {("det", 1): (0.9, box)},  # a new object: track id 1
+        {("track", 1): (0.8, moved), ("det", 0): (0.95, [0.2, 0.2, 0.1, 0.1])},  # followed; a second appears
+        {("track", 1): (0.7, moved)},  # id 2 missed (1/2)
+        {("track", 1): (0.2, moved)},  # id 1 missed (1/2), id 2 missed (2/2): dropped
+        {},  # id 1 missed (2/2): dropped
+        {},
+    ]
+    torch.manual_seed(0)
+    model = ScriptedMOTR(cfg, script)
+    tracker = Tracker(model, TrackingConfig(miss_tolerance=2, keep_track_score=0.5), size=64, max_size=128)
+    image = np.zeros((100, 200, 3), dtype=np.uint8)
+    frames = [tracker.step(image) for _ in range(len(script))]
+
+    assert [t.track_id for t in frames[0]] == [1]
+    np.testing.assert_allclose(frames[0][0].box, (80.0, 30.0, 120.0, 70.0), atol=1e-4)  # original pixels
+    assert frames[0][0].score == pytest.approx(0.9)
+    assert sorted(t.track_id for t in frames[1]) == [1, 2]
+    np.testing.assert_allclose(
+        next(t for t in frames[1] if t.track_id == 1).box, (90.0, 30.0, 130.0, 70.0), atol=1e-4
+    )
+    assert [t.track_id for t in frames[2]] == [1]
+    assert frames[3] == [] and frames[4] == []
+    # what the network saw as track queries, frame by frame (new tracks come first: detect-query order)
+    assert model.seen_track_ids == [[], [1], [2, 1], [2, 1], [1], []]
+    tracker.reset()
+    model.frame = 0
+    assert [t.track_id for t in tracker.step(image)] == [1]
+
+
+def test_detect_returns_every_detect_query_in_pixels(cfg):
+    torch.manual_seed(0)
+    model = MOTR(cfg).train()
+    boxes, scores = detect(model, np.zeros((100, 200, 3), dtype=np.uint8), 64, 128)
+    assert boxes.shape == (3, 4) and scores.shape == (3,)
+    assert ((scores > 0) & (scores < 1)).all()
+    assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
+    assert model.training  # mode restored

@@ -1,0 +1,289 @@
+"""Stage train on a real local Ray cluster (127.0.0.1), the real model/criterion/loader and MLflow store.
+
+A tiny model and tiny synthetic data keep each Ray Train run to a few seconds of compute; most
+of the time is Ray start-up. One 2-worker run (with an injected worker fault) serves several
+tests; a second pair of runs checks kill-and-restart against an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.params import load_params
+from pipeline.paths import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+# A small model at a small image size: the code paths of the CPU profile, at a fraction of its cost.
+TINY = [
+    "model.backbone=resnet18",
+    "model.d_model=32",
+    "model.nheads=2",
+    "model.enc_layers=1",
+    "model.dec_layers=2",
+    "model.dim_feedforward=64",
+    "model.enc_n_points=2",
+    "model.dec_n_points=2",
+    "model.num_queries=8",
+    "synthetic.width=160",
+    "synthetic.height=96",
+    "synthetic.min_objects=2",
+    "synthetic.max_objects=3",
+    "data.train_scales=[96]",
+    "data.train_max_size=160",
+    "data.clip_length=2",
+    "data.sample_interval_min=1",
+    "data.sample_interval_max=1",
+    "data.random_crop=false",
+    "data.flip_prob=0.0",
+    "dataset.test_split=null",
+    "train.cpus_per_worker=1",
+    "train.max_failures=1",
+]
+
+
+def tiny_params(tmp: Path, *extra: str):
+    return load_params(
+        REPO_ROOT / "params.yaml",
+        [*TINY, f"dataset.root={tmp / 'raw'}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}", *extra],
+    )
+
+
+def make_data(tmp: Path, frames: int) -> Path:
+    """One training sequence of `frames` frames (real generate + convert stages' code)."""
+    from pipeline.data.convert import convert
+    from pipeline.data.synthetic import generate
+
+    params = tiny_params(tmp, "synthetic.sequences={train: 1, val: 1}", f"synthetic.frames={frames}")
+    generate(params.synthetic, tmp / "raw", progress=False)
+    convert(params, tmp / "clips", progress=False)
+    return tmp / "clips"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    from pipeline.ray_utils import init_ray
+
+    ray = init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()  # only the instance this module started
+
+
+@pytest.fixture(scope="module")
+def two_worker_run(tmp_path_factory, local_ray):
+    """MOTR on one 2-frame clip (overfit), 2 workers, 6 steps, a fault injected before step 3."""
+    from pipeline.training import FAULT_ENV, train
+
+    tmp = tmp_path_factory.mktemp("train2")
+    clips = make_data(tmp, frames=2)  # exactly one clip
+    params = tiny_params(
+        tmp,
+        "train.workers=2",
+        "train.batch_size=2",
+        "train.epochs=6",
+        "train.lr_drop=6",
+        "train.lr=1.0e-3",
+        "train.lr_backbone=1.0e-4",
+        f"train.storage_path={tmp / 'ray'}",
+        "tracking.drop_track_prob=0.0",
+        "tracking.fp_track_prob=0.0",
+    )
+    os.environ[FAULT_ENV] = "3"
+    try:
+        started = time.perf_counter()
+        metrics = train(params, "motr", tmp / "models" / "motr", clips_dir=clips, progress=False)
+        seconds = time.perf_counter() - started
+    finally:
+        os.environ.pop(FAULT_ENV)
+    return {
+        "tmp": tmp,
+        "params": params,
+        "metrics": metrics,
+        "out": tmp / "models" / "motr",
+        "seconds": seconds,
+    }
+
+
+def test_two_workers_overfit_one_clip(two_worker_run):
+    from mlflow.tracking import MlflowClient
+
+    metrics = two_worker_run["metrics"]
+    assert metrics["world_size"] == 2
+    assert metrics["global_steps"] == 6 and metrics["epochs"] == 6
+    client = MlflowClient(tracking_uri=two_worker_run["params"].mlflow.tracking_uri)
+    history = sorted(client.get_metric_history(metrics["mlflow_run_id"], "train/loss"), key=lambda m: m.step)
+    losses = {m.step: m.value for m in history}  # a retried step is logged twice with the same value
+    assert sorted(losses) == [1, 2, 3, 4, 5, 6]
+    drops = sum(losses[s + 1] < losses[s] for s in range(1, 6))
+    assert drops >= 4 and losses[6] < 0.9 * losses[1], losses
+
+
+def test_worker_fault_is_recovered_from_checkpoint(two_worker_run):
+    metrics = two_worker_run["metrics"]
+    assert metrics["worker_group_starts"] == 2  # the first attempt died, FailureConfig restarted it
+    markers = list((two_worker_run["tmp"] / "ray").glob("*.fault_injected"))
+    assert len(markers) == 1 and "global step 3" in markers[0].read_text()
+    assert metrics["global_steps"] == 6
+
+
+def test_outputs_and_mlflow_run(two_worker_run):
+    from mlflow.tracking import MlflowClient
+
+    import motrv3
+
+    out, metrics = two_worker_run["out"], two_worker_run["metrics"]
+    model, config = motrv3.load_checkpoint(out / "checkpoint.pt")
+    assert (
+        config["method"] == "motr" and config["rfs"]["enabled"] is False and config["tgd"]["enabled"] is False
+    )
+    assert config["model"]["num_queries"] == 8 and isinstance(model, torch.nn.Module)
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["mlflow_run_id"] == metrics["mlflow_run_id"] and on_disk["clips_per_s"] > 0
+    assert set(on_disk["final_losses"]) >= {"loss", "det_cls", "det_l1", "det_giou"}
+    stats = json.loads((out / "assignment_stats.json").read_text())
+    assert [e["epoch"] for e in stats["epochs"]] == list(range(6))
+    # Both workers' frames are merged: 2 clips of 2 frames per epoch.
+    assert all(e["assign/frames"] == 4 and len(e["slot_histogram"]) == 8 for e in stats["epochs"])
+
+    client = MlflowClient(tracking_uri=two_worker_run["params"].mlflow.tracking_uri)
+    run = client.get_run(metrics["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.workers"] == "2" and run.data.params["rfs.enabled"] == "False"
+    assert {"train/loss", "train/det_cls", "lr", "lr_backbone", "train/clips_per_s"} <= set(run.data.metrics)
+    assert {"assign/last_det_share", "assign/misaligned_share", "epoch/loss"} <= set(run.data.metrics)
+    lrs = client.get_metric_history(run.info.run_id, "lr_backbone")
+    assert lrs and all(m.value == pytest.approx(1.0e-4) for m in lrs)  # lr_drop=6: no drop in 6 epochs
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert {"model/checkpoint.pt", "model/metrics.json", "model/params.json"} <= artifacts
+    per_epoch = {a.path for a in client.list_artifacts(run.info.run_id, "assignment")}
+    assert "assignment/epoch_005.json" in per_epoch
+
+
+def test_local_ray_listens_on_loopback_only(two_worker_run):
+    import psutil
+
+    from pipeline.training import _listening_addresses
+
+    ours = psutil.Process().children(recursive=True)  # gcs_server, raylet, workers this module started
+    assert any("raylet" in " ".join(p.cmdline()) for p in ours if p.is_running())
+    addresses = _listening_addresses([p.pid for p in ours])
+
+    def loopback(text: str) -> bool:
+        address = ipaddress.ip_address(text)
+        mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is IPv4 loopback too
+        return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+    assert addresses and all(loopback(a) for a in addresses), addresses
+
+
+def _stage_command(tmp: Path, clips: Path, storage: Path, out: Path) -> list[str]:
+    command = [sys.executable, "-m", "stages.train", "--method", "motrv3", "--no-progress"]
+    for item in RESUME_SETTINGS + [f"train.storage_path={storage}"]:
+        command += ["--set", item]
+    command += ["--clips-dir", str(clips), "--output-dir", str(out)]
+    for item in TINY + [f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}"]:
+        command += ["--set", item]
+    return command
+
+
+RESUME_SETTINGS = [
+    "train.workers=1",
+    "train.batch_size=1",
+    "train.epochs=2",
+    "train.lr_drop=1",
+    "train.max_steps_per_epoch=4",
+    "train.checkpoint_every_steps=1",
+    "pld.enabled=false",
+]
+
+
+def _kill_session(proc: subprocess.Popen) -> None:
+    """SIGKILL the stage and the Ray processes it started (its own session), nothing else."""
+    import psutil
+
+    session = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(p.pid) == proc.pid:
+                session.append(p)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            pass
+    for p in session:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(session, timeout=20)
+    proc.wait(timeout=20)
+
+
+def test_kill_and_restart_resumes_to_same_weights(tmp_path, local_ray):
+    from pipeline.training import train
+
+    clips = make_data(tmp_path, frames=8)  # 7 clips of 2 frames
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    out_killed = tmp_path / "killed" / "motrv3"
+    storage = tmp_path / "ray_killed"
+    log = open(tmp_path / "killed.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        _stage_command(tmp_path, clips, storage, out_killed),
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        snapshot = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list(storage.glob("*/checkpoint_manager_snapshot.json"))
+            if found and json.loads(found[0].read_text()).get("latest_checkpoint_result"):
+                snapshot = found[0]
+                break
+            time.sleep(0.2)
+        assert snapshot is not None, (tmp_path / "killed.log").read_text()[-3000:]
+    finally:
+        _kill_session(proc)
+        log.close()
+    assert not out_killed.joinpath("metrics.json").exists()  # it really died before finishing
+    latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]["metrics"]["global_step"]
+    assert 1 <= latest < 8
+
+    restarted = subprocess.run(
+        _stage_command(tmp_path, clips, storage, out_killed),
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert restarted.returncode == 0, restarted.stdout[-3000:] + restarted.stderr[-3000:]
+    resumed = json.loads((out_killed / "metrics.json").read_text())
+    assert resumed["resumed_from_step"] == latest and resumed["global_steps"] == 8
+
+    # The same config uninterrupted (in this process, another storage path → a fresh run).
+    params = load_params(
+        REPO_ROOT / "params.yaml",
+        [
+            *TINY,
+            *RESUME_SETTINGS,
+            f"train.storage_path={tmp_path / 'ray_whole'}",
+            f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        ],
+    )
+    whole = train(params, "motrv3", tmp_path / "whole" / "motrv3", clips_dir=clips, progress=False)
+    assert whole["resumed_from_step"] is None and whole["global_steps"] == 8
+    a = torch.load(out_killed / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "whole" / "motrv3" / "checkpoint.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:5]
+    assert resumed["final_losses"] == pytest.approx(whole["final_losses"], rel=1e-6)
