@@ -32,7 +32,7 @@ setup: $(STAMP)
 
 ## Quick start 1: set up and run the whole pipeline (embedded synthetic default unless params.yaml says otherwise).
 run: setup
-	$(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 ## Quick start 2: set up and run the whole test suite.
 test: setup

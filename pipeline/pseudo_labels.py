@@ -654,7 +654,7 @@ def _run_ray(source, dataset_dir, work, score_threshold, workers, batch_size, ra
                 "torch_threads": 1 if gpus == 0 else 2,
             },
             batch_size=batch_size,
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(size=workers),
             num_gpus=1 if gpus else 0,
             num_cpus=1,
             batch_format="numpy",

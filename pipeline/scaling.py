@@ -14,7 +14,7 @@ from pathlib import Path
 from pipeline import paths
 from pipeline.paper_results import FIG4_BACKBONES, METRICS
 from pipeline.params import DEFAULT_PARAMS_FILE, Params
-from pipeline.reports import Comparison, figure4, log_comparison, write_comparison
+from pipeline.reports import METHOD_LABELS, Comparison, figure4, log_comparison, write_comparison
 from pipeline.sweep import DEFAULT_RUNNER, SweepOutcome, SweepRow, run_sweep
 
 
@@ -31,14 +31,16 @@ def backbones_for(params: Params) -> tuple[list[str], str]:
 
 
 def scaling_rows(params: Params, backbones: Sequence[str]) -> list[SweepRow]:
+    """One row per (method, backbone); the baseline's switches are off in its params too (not only in training)."""
     rows = []
     for method in params.scaling.methods:
+        switches = ("rfs.enabled=false", "pld.enabled=false", "tgd.enabled=false") if method == "motr" else ()
         for backbone in backbones:
             rows.append(
                 SweepRow(
-                    label=f"{method} {backbone}",
+                    label=f"{METHOD_LABELS.get(method, method)} · {backbone}",
                     settings={"method": method, "backbone": backbone},
-                    overrides=(f"model.backbone={backbone}",),
+                    overrides=(f"model.backbone={backbone}", *switches),
                     method=method,
                 )
             )

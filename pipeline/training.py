@@ -236,11 +236,20 @@ def _all_reduce_gradients(model: torch.nn.Module, world_size: int) -> None:
     Done by hand (the DDP module from `prepare_model` runs under `no_sync`) because a clip is
     several forward passes through the model with frame-dependent unused branches (track
     queries, TGD groups) and optional activation checkpointing, which DDP's per-forward reducer
-    does not support; parameters without a gradient on some rank count as zero everywhere.
+    does not support; a parameter without a gradient on one rank counts as zero there.
     """
     import torch.distributed as dist
 
     parameters = [p for p in model.parameters() if p.requires_grad]
+    # Which parameters got a gradient on any rank: those unused everywhere stay None, as in
+    # single-worker training (AdamW then skips them instead of decaying them).
+    used = torch.tensor(
+        [p.grad is not None for p in parameters], dtype=torch.float32, device=parameters[0].device
+    )
+    dist.all_reduce(used)
+    parameters = [p for p, flag in zip(parameters, used.tolist(), strict=True) if flag > 0]
+    if not parameters:
+        return
     for parameter in parameters:
         if parameter.grad is None:
             parameter.grad = torch.zeros_like(parameter)
@@ -672,9 +681,11 @@ def train(
     effective = method_params(params, method)
     output_dir = Path(output_dir or paths.MODELS_DIR / method)
     clips_dir = Path(clips_dir).resolve()
-    pld_dir = Path(pseudo_labels_dir).resolve() if effective.pld.enabled else None
+    # The pseudo_labels stage writes one folder per split: `<pseudo_labels_dir>/<split>/`.
+    split = effective.dataset.train_split
+    pld_dir = (Path(pseudo_labels_dir) / split).resolve() if effective.pld.enabled else None
     check_inputs(effective, method, clips_dir, pld_dir)
-    inputs = [clips_dir / effective.dataset.train_split] + ([pld_dir] if pld_dir else [])
+    inputs = [clips_dir / split] + ([pld_dir] if pld_dir else [])
     name = run_name(effective, method, inputs)
     storage = Path(effective.train.storage_path or DEFAULT_STORAGE)
     storage = storage if "://" in str(storage) else storage.resolve()

@@ -276,3 +276,17 @@ def test_detector_reference_scored_from_pseudo_labels_with_trackeval(tmp_path):
     assert perfect["MOTA"] < 50.0  # each box its own identity: every frame an identity switch
     # below tracking.new_track_score (0.5) the boxes are not the detector's output: nothing detected
     assert with_score(0.3)["DetA"] == 0.0
+
+
+def test_scaling_rows_switch_the_baseline_off_per_backbone():
+    from pipeline.params import load_params
+    from pipeline.scaling import scaling_rows
+
+    repo_params = Path(__file__).resolve().parents[1] / "params.yaml"
+    rows = scaling_rows(resolve({}), ["resnet10t", "resnet18"])
+    assert [(r.method, r.settings["backbone"]) for r in rows] == [
+        ("motr", "resnet10t"), ("motr", "resnet18"), ("motrv3", "resnet10t"), ("motrv3", "resnet18")
+    ]  # fmt: skip
+    baseline = load_params(repo_params, list(rows[1].overrides))
+    assert baseline.model.backbone == "resnet18" and not (baseline.rfs.enabled or baseline.pld.enabled)
+    assert load_params(repo_params, list(rows[2].overrides)).rfs.enabled

@@ -56,7 +56,14 @@ def tiny_runner(params, method, out_dir, root, split):
     """A stand-in for train → track → evaluate whose metrics follow the switched-on strategies."""
     out_dir.mkdir(parents=True, exist_ok=True)
     score = 40.0 + 10 * params.rfs.enabled + 5 * params.pld.enabled + 3 * params.tgd.enabled + params.seed
-    return {"HOTA": score, "AssA": score - 5, "DetA": score + 5, "MOTA": 70.0, "IDF1": 60.0, "IDS": 100 + params.seed}
+    return {
+        "HOTA": score,
+        "AssA": score - 5,
+        "DetA": score + 5,
+        "MOTA": 70.0,
+        "IDF1": 60.0,
+        "IDS": 100 + params.seed,
+    }
 
 
 @pytest.mark.slow

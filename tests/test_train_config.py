@@ -1,0 +1,85 @@
+"""Fast checks of the training set-up (no Ray): §4.2 optimiser/schedule, per-method params, run names."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.optim import build_optimizer, current_lrs
+from pipeline.params import load_params
+from pipeline.paths import REPO_ROOT
+from pipeline.training import TrainingError, check_inputs, method_params, run_name, step_seed
+
+
+class _Toy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = torch.nn.Linear(2, 2)
+        self.head = torch.nn.Linear(2, 1)
+        self.frozen = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
+
+
+def test_adamw_groups_and_single_step_down():
+    """§4.2 hand-worked: lr 2e-4 / backbone 2e-5; DanceTrack 5 epochs, lr_drop 4 → epoch 4 at 1/10."""
+    model = _Toy()
+    optimizer, scheduler = build_optimizer(model, 2e-4, 2e-5, 1e-4, lr_drop=4)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert {id(p) for p in groups["backbone"]["params"]} == {id(p) for p in model.backbone.parameters()}
+    assert len(groups["main"]["params"]) == 2  # head weight + bias; the frozen parameter is left out
+    per_epoch = []
+    for _ in range(6):
+        per_epoch.append(current_lrs(optimizer))
+        optimizer.step()
+        scheduler.step()
+    assert [e["lr"] for e in per_epoch] == pytest.approx([2e-4] * 4 + [2e-5] * 2)
+    assert [e["lr_backbone"] for e in per_epoch] == pytest.approx([2e-5] * 4 + [2e-6] * 2)
+
+
+def test_method_params():
+    params = load_params(
+        REPO_ROOT / "params.yaml", ["tgd.groups=5", "detector.epochs=7", "detector.lr_drop=6"]
+    )
+    motr = method_params(params, "motr")
+    assert not (motr.rfs.enabled or motr.pld.enabled or motr.tgd.enabled)
+    motrv3 = method_params(params, "motrv3")
+    assert motrv3.tgd.enabled and motrv3.tgd.groups == 5 and motrv3.rfs.enabled == params.rfs.enabled
+    detector = method_params(params, "detector")
+    assert detector.data.clip_length == 1 and detector.train.epochs == 7 and detector.train.lr_drop == 6
+    assert params.tgd.enabled  # the caller's params are not modified
+    with pytest.raises(TrainingError, match="method"):
+        method_params(params, "motrv2")
+
+
+def test_run_name_follows_weight_relevant_params_and_data(tmp_path):
+    base = load_params(REPO_ROOT / "params.yaml")
+    data = tmp_path / "clips"
+    data.mkdir()
+    (data / "manifest.json").write_text("{}")
+    name = run_name(base, "motrv3", [data])
+    assert name.startswith("motrv3-") and name == run_name(base, "motrv3", [data])
+    same = load_params(
+        REPO_ROOT / "params.yaml", ["train.max_failures=3", "mlflow.experiment=x", "ray.num_cpus=1"]
+    )
+    assert run_name(same, "motrv3", [data]) == name
+    assert run_name(load_params(REPO_ROOT / "params.yaml", ["tgd.groups=5"]), "motrv3", [data]) != name
+    (data / "manifest.json").write_text('{"changed": 1}')
+    assert run_name(base, "motrv3", [data]) != name
+
+
+def test_step_seed_depends_on_each_coordinate():
+    seeds = {step_seed(0, e, s, r) for e in range(3) for s in range(3) for r in range(2)}
+    assert len(seeds) == 18 and step_seed(1, 0, 0, 0) != step_seed(0, 0, 0, 0)
+    assert step_seed(0, 2, 1, 1) == step_seed(0, 2, 1, 1)
+
+
+def test_clear_errors_for_missing_inputs(tmp_path):
+    params = method_params(load_params(REPO_ROOT / "params.yaml", ["pld.enabled=true"]), "motrv3")
+    with pytest.raises(TrainingError, match="no training clips"):
+        check_inputs(params, "motrv3", tmp_path / "clips", tmp_path / "pseudo")
+    (tmp_path / "clips" / params.dataset.train_split).mkdir(parents=True)
+    with pytest.raises(TrainingError, match="pseudo labels"):
+        check_inputs(params, "motrv3", tmp_path / "clips", tmp_path / "pseudo")
+    odd = load_params(REPO_ROOT / "params.yaml", ["train.workers=3", "train.batch_size=2"])
+    with pytest.raises(TrainingError, match="batch_size"):
+        check_inputs(odd, "motr", tmp_path / "clips", None)
