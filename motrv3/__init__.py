@@ -2,8 +2,10 @@
 
 from motrv3.checkpoint import import_state_dict, load_checkpoint, save_checkpoint
 from motrv3.config import LossConfig, ModelConfig, PLDConfig, RFSConfig, TGDConfig, TrackingConfig
+from motrv3.criterion import build_criterion
 from motrv3.model import MOTR, build_model
 from motrv3.runner import clip_forward
+from motrv3.stats import AssignmentStats
 from motrv3.structures import ClipResult, FrameLossResult, FrameOutput
 from motrv3.tracker import Track, Tracker, detect
 from motrv3.tracks import TrackState
@@ -31,16 +33,3 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
 ]
-
-
-def __getattr__(name: str):
-    # The criterion's modules are imported on first use, so the model side works without them.
-    if name == "build_criterion":
-        from motrv3.criterion import build_criterion
-
-        return build_criterion
-    if name == "AssignmentStats":
-        from motrv3.stats import AssignmentStats
-
-        return AssignmentStats
-    raise AttributeError(f"module 'motrv3' has no attribute {name!r}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -40,11 +41,24 @@ class LoadReport:
         )
 
 
+class FusedFrozenBatchNorm2d(FrozenBatchNorm2d):
+    """torchvision's FrozenBatchNorm2d (same buffers and state-dict keys) computed by one fused kernel.
+
+    torchvision's forward is `x * scale + shift`: two passes over the map plus a temporary, which
+    cost ~10% of a ResNet-50 frame on CPU; eval-mode `F.batch_norm` does it in one vectorised pass.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, training=False, eps=self.eps
+        )
+
+
 def freeze_batch_norm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d below `module` by torchvision's FrozenBatchNorm2d (same statistics)."""
+    """Replace every BatchNorm2d below `module` by a FrozenBatchNorm2d (same statistics)."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen = FusedFrozenBatchNorm2d(child.num_features, eps=child.eps)
             with torch.no_grad():
                 if child.affine:
                     frozen.weight.copy_(child.weight)

@@ -18,7 +18,11 @@ Assignments per decoder layer l (all L layers with `loss.aux_loss`, only the las
 - PLD (§3.3, Eq. 3): an extra Hungarian matching of all M+N queries to the pseudo labels, losses
   weighted per query (detector confidence when matched, `pld.background_weight` when not). Eq. 3
   writes Σ_{j=1..P} yet gives ω_j a case for "no label matched"; we follow the text: the sum runs
-  over the M+N queries, an unmatched query pays 0.5 × its background classification loss;
+  over the M+N queries, an unmatched query pays 0.5 × its background classification loss.
+  Several `pld.sources` with `pld.combine = parallel` (Table 4 row 3, "Parallel (YOLOX & Sparse
+  RCNN)"): one label set and one Eq. 3 matching per source (`pseudo_sources`), so two detectors'
+  boxes of one person never compete for one query; the per-source Eq. 3 losses add up. `concat`,
+  one source, or a target without `pseudo_sources`: one matching over all pseudo labels;
 - TGD (§3.4): group g's query j takes exactly track query j's Eq. 2 label; no matching.
 """
 
@@ -134,6 +138,29 @@ class ClipCriterion:
             "giou": self.weights["giou"] * giou.sum(),
         }
 
+    def pld_set_loss(
+        self,
+        logits: torch.Tensor,
+        boxes: torch.Tensor,
+        pseudo_labels: torch.Tensor,
+        pseudo_boxes: torch.Tensor,
+        pseudo_scores: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Eq. 3 for one label set: Hungarian matching of the M+N queries to its pseudo labels, each
+        query's loss weighted by ω_j (the matched label's confidence, `pld.background_weight` if none).
+
+        Returns the assignment [M+N] (index into this set, −1 background) and the λ-weighted sums.
+        """
+        num_queries = logits.shape[0]
+        cost = self.matcher.cost_matrix(logits, boxes, pseudo_labels, pseudo_boxes)
+        assigned = assignment_vector(num_queries, *self.matcher.solve(cost))
+        weights = torch.where(
+            assigned >= 0,
+            pseudo_scores[assigned.clamp(min=0)],
+            pseudo_scores.new_full((num_queries,), self.pld_cfg.background_weight),
+        )
+        return assigned, self.set_loss(logits, boxes, assigned, pseudo_labels, pseudo_boxes, weights)
+
     def frame_loss(self, out: FrameOutput, target: dict, track_ids: torch.Tensor) -> FrameLossResult:
         """Loss sums of one frame: `det_*` (Eq. 1+2 / RFS), `pld_*` (Eq. 3), `tgd_*` (§3.4).
 
@@ -170,7 +197,10 @@ class ClipCriterion:
         )
         losses = {f"{name}_{term}": zero.clone() for name in names for term in LOSS_TERMS}
         det_assigned = torch.full((num_layers, num_original), -1, dtype=torch.long, device=device)
-        pld_assigned = torch.full_like(det_assigned, -1)
+        pld_sets = self._pld_label_sets(pseudo)
+        # parallel: `assignments["pld"]` is [S, L, M+N], row s indexing source s's own labels
+        num_slots = len(self.pld_cfg.sources) if self._parallel() else 1
+        pld_assigned = torch.full((num_slots, num_layers, num_original), -1, dtype=torch.long, device=device)
         tgd_assigned = torch.full((num_layers, num_groups * num_track), -1, dtype=torch.long, device=device)
 
         for layer in supervised:
@@ -186,22 +216,10 @@ class ClipCriterion:
             det_assigned[layer] = assigned
             self._add(losses, "det", self.set_loss(logits, boxes, assigned, labels, target_boxes))
 
-            if pseudo is not None:
-                pseudo_labels, pseudo_boxes, pseudo_scores = pseudo
-                pseudo_cost = self.matcher.cost_matrix(logits, boxes, pseudo_labels, pseudo_boxes)
-                assigned_pseudo = assignment_vector(num_original, *self.matcher.solve(pseudo_cost))
-                matched = assigned_pseudo >= 0
-                weights = torch.where(
-                    matched,
-                    pseudo_scores[assigned_pseudo.clamp(min=0)],
-                    pseudo_scores.new_full((num_original,), self.pld_cfg.background_weight),
-                )
-                pld_assigned[layer] = assigned_pseudo
-                self._add(
-                    losses,
-                    "pld",
-                    self.set_loss(logits, boxes, assigned_pseudo, pseudo_labels, pseudo_boxes, weights),
-                )
+            for slot, label_set in pld_sets:
+                assigned_pseudo, terms = self.pld_set_loss(logits, boxes, *label_set)
+                pld_assigned[slot, layer] = assigned_pseudo
+                self._add(losses, "pld", terms)
 
             if use_tgd:
                 group_slice = slice(num_original, num_original + num_groups * num_track)
@@ -231,7 +249,11 @@ class ClipCriterion:
             det_matched_ids=det_matched_ids,
             track_matched=track_target >= 0,
             stats=stats,
-            assignments={"det": det_assigned, "pld": pld_assigned, "tgd": tgd_assigned},
+            assignments={
+                "det": det_assigned,
+                "pld": pld_assigned if self._parallel() else pld_assigned[0],
+                "tgd": tgd_assigned,
+            },
         )
 
     # --------------------------------------------------------------------------------- helpers
@@ -240,10 +262,32 @@ class ClipCriterion:
         for term, value in terms.items():
             losses[f"{prefix}_{term}"] = losses[f"{prefix}_{term}"] + value
 
+    def _parallel(self) -> bool:
+        """Table 4 row 3: one Eq. 3 matching per pseudo-label source."""
+        return self.pld_cfg.combine == "parallel" and len(self.pld_cfg.sources) > 1
+
+    def _pld_label_sets(
+        self, pseudo: tuple[torch.Tensor, ...] | None
+    ) -> list[tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+        """(slot, label set) pairs Eq. 3 matches separately: one per source in parallel mode (a source
+        without labels in this frame adds nothing, like a frame without pseudo labels), else one of all."""
+        if pseudo is None:
+            return []
+        classes, boxes, scores, sources = pseudo
+        if not self._parallel():
+            return [(0, (classes, boxes, scores))]
+        sets = []
+        for source in range(len(self.pld_cfg.sources)):
+            mine = sources == source
+            if bool(mine.any()):
+                sets.append((source, (classes[mine], boxes[mine], scores[mine])))
+        return sets
+
     def _pseudo_labels(
         self, target: dict, device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """PLD's pseudo labels with confidence ≥ `pld.threshold` (class 0 unless `pseudo_labels` given)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """PLD's pseudo labels with confidence ≥ `pld.threshold`: classes (0 unless `pseudo_labels`
+        given), boxes, scores and source indices (all 0 without `pseudo_sources`: one source)."""
         if not self.pld_cfg.enabled:
             return None
         boxes = target["pseudo_boxes"].to(device)
@@ -254,10 +298,16 @@ class ClipCriterion:
             if classes is None
             else classes.to(device=device, dtype=torch.long)
         )
+        sources = target.get("pseudo_sources")
+        sources = (
+            torch.zeros(scores.shape[0], dtype=torch.long, device=device)
+            if sources is None
+            else sources.to(device=device, dtype=torch.long)
+        )
         keep = scores >= self.pld_cfg.threshold
         if not bool(keep.any()):
             return None
-        return classes[keep], boxes[keep], scores[keep]
+        return classes[keep], boxes[keep], scores[keep], sources[keep]
 
     def _check(self, out: FrameOutput, target: dict, track_ids: torch.Tensor) -> None:
         """Shape and key checks with messages that name the offending field."""
@@ -304,6 +354,18 @@ class ClipCriterion:
                     f"frame target: pseudo_boxes {tuple(target['pseudo_boxes'].shape)}, pseudo_scores "
                     f"{tuple(target['pseudo_scores'].shape)}; expected [P, 4], [P]"
                 )
+            sources = target.get("pseudo_sources")
+            if sources is not None:
+                if sources.shape != (num_pseudo,):
+                    raise ValueError(
+                        f"frame target: pseudo_sources {tuple(sources.shape)}, expected [P] = [{num_pseudo}]"
+                    )
+                num_sources = len(self.pld_cfg.sources)
+                if num_pseudo and not (int(sources.min()) >= 0 and int(sources.max()) < num_sources):
+                    raise ValueError(
+                        f"frame target: pseudo_sources {sources.tolist()} outside 0..{num_sources - 1} "
+                        f"(pld.sources = {self.pld_cfg.sources})"
+                    )
         if track_ids.shape != (out.num_track,):
             raise ValueError(f"track_ids: shape {tuple(track_ids.shape)}, expected [N] = [{out.num_track}]")
         carried = track_ids[track_ids >= 0]

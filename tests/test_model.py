@@ -75,6 +75,30 @@ def test_resnet_batch_norm_frozen_and_stem_not_trained():
     assert all(p.requires_grad for k, p in named.items() if k.startswith(("layer2", "layer3", "layer4")))
 
 
+def test_fused_frozen_batch_norm_matches_torchvision():
+    # The one-pass kernel must give torchvision's (x − mean)/sqrt(var + eps)·w + b, and its input gradient.
+    from motrv3.backbone import FusedFrozenBatchNorm2d
+
+    torch.manual_seed(0)
+    plain = FrozenBatchNorm2d(6, eps=1e-5)
+    for buffer, value in zip(
+        ("weight", "bias", "running_mean", "running_var"),
+        (torch.randn(6), torch.randn(6), torch.randn(6), torch.rand(6) + 0.5),
+        strict=True,
+    ):
+        getattr(plain, buffer).copy_(value)
+    fused = FusedFrozenBatchNorm2d(6, eps=1e-5)
+    fused.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 6, 5, 7, requires_grad=True)
+    expected = plain(x)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
+    got = fused(x)
+    (got_grad,) = torch.autograd.grad(got.square().sum(), x)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(got_grad, expected_grad)
+    assert set(fused.state_dict()) == set(plain.state_dict())
+
+
 def test_backbone_weights_come_from_a_local_file(tmp_path):
     torch.manual_seed(3)
     classifier = timm.create_model("resnet10t", pretrained=False)

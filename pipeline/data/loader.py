@@ -20,8 +20,10 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 
+from pipeline.data.errors import DataError
 from pipeline.data.parquet_io import DatasetReader, FrameData, read_manifest, read_pseudo_labels
 from pipeline.data.synthetic import format_number
 from pipeline.data.transforms import ClipPlan, apply_boxes, apply_image, plan_clip, to_normalised_tensor
@@ -110,6 +112,50 @@ def shard_indices(
     return order[rank::world_size].tolist()
 
 
+PseudoLabels = dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def read_pseudo_sources(path: str | Path, threshold: float, sources: list[str] | None) -> PseudoLabels:
+    """(sequence, frame) → (boxes [P, 4] xyxy pixels, scores [P], source index [P] into `sources`).
+
+    Only `sources` are read; one of them missing from the pseudo labels is an error naming it (the
+    split folder's manifest when there is one, else the Parquet `source` column). `sources=None`
+    joins every source as index 0 (one label set).
+    """
+    if sources is None:
+        return {
+            key: (boxes, scores, np.zeros(len(scores), np.int64))
+            for key, (boxes, scores) in read_pseudo_labels(path, threshold).items()
+        }
+    from pipeline.pseudo_labels import MANIFEST, check_sources, load_label_sets
+
+    path = Path(path)
+    if path.is_dir() and (path / MANIFEST).is_file():
+        check_sources(path, sources)
+    else:
+        files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+        present = set()
+        for file in files:
+            present.update(pq.read_table(file, columns=["source"]).column("source").unique().to_pylist())
+        missing = [name for name in sources if name not in present]
+        if missing:
+            raise DataError(
+                path,
+                None,
+                "source",
+                f"pld.sources {missing} not in the pseudo labels (have {sorted(present)})",
+                kind="missing_source",
+            )
+    result = {}
+    for key, sets in load_label_sets(path, sources, threshold, "parallel").items():
+        result[key] = (
+            np.concatenate([boxes for boxes, _ in sets]).reshape(-1, 4),
+            np.concatenate([scores for _, scores in sets]),
+            np.concatenate([np.full(len(scores), index, np.int64) for index, (_, scores) in enumerate(sets)]),
+        )
+    return result
+
+
 def build_clip(
     frames: list[FrameData],
     plan: ClipPlan,
@@ -133,10 +179,12 @@ def build_clip(
         ids = frame.ids[keep][kept]
         pseudo_boxes = np.zeros((0, 4), np.float32)
         pseudo_scores = np.zeros((0,), np.float32)
+        pseudo_sources = np.zeros((0,), np.int64)
         if pseudo is not None and (frame.sequence, frame.frame) in pseudo:
-            raw_boxes, raw_scores = pseudo[(frame.sequence, frame.frame)]
+            raw_boxes, raw_scores, raw_sources = pseudo[(frame.sequence, frame.frame)]
             pseudo_boxes, pseudo_kept = apply_boxes(raw_boxes, plan, t)
             pseudo_scores = raw_scores[pseudo_kept].astype(np.float32)
+            pseudo_sources = raw_sources[pseudo_kept].astype(np.int64)
         targets.append(
             {
                 "boxes": torch.from_numpy(boxes),
@@ -144,6 +192,7 @@ def build_clip(
                 "obj_ids": torch.from_numpy(ids.astype(np.int64)),
                 "pseudo_boxes": torch.from_numpy(pseudo_boxes),
                 "pseudo_scores": torch.from_numpy(pseudo_scores),
+                "pseudo_sources": torch.from_numpy(pseudo_sources),
             }
         )
     first = frames[0]
@@ -163,7 +212,8 @@ class ClipDataset(torch.utils.data.Dataset):
     """Training clips of a Parquet dataset, per the clip contract; `set_epoch` picks the epoch.
 
     `pseudo_labels`: a pseudo-label Parquet file/folder (`PSEUDO_LABEL_SCHEMA`); boxes below
-    `pld_threshold` are dropped. `train=False` gives eval clips: no augmentation, the minimum
+    `pld_threshold` are dropped, only `pld_sources` are read (all, as source 0, when None) and each
+    box keeps its source's index in `pld_sources` (`pseudo_sources`, for `pld.combine`). `train=False` gives eval clips: no augmentation, the minimum
     interval, `data.eval_size`.
     """
 
@@ -185,7 +235,9 @@ class ClipDataset(torch.utils.data.Dataset):
         self.data = data
         self.seed = seed
         self.train = train
-        self.pseudo = read_pseudo_labels(pseudo_labels, pld_threshold, pld_sources) if pseudo_labels else None
+        self.pseudo = (
+            read_pseudo_sources(pseudo_labels, pld_threshold, pld_sources) if pseudo_labels else None
+        )
         self.set_epoch(epoch)
 
     def set_epoch(self, epoch: int) -> None:
@@ -324,6 +376,7 @@ def clip_from_ray_row(row: dict[str, Any]) -> dict[str, Any]:
                 "obj_ids": torch.tensor(target["obj_ids"], dtype=torch.long),
                 "pseudo_boxes": torch.tensor(target["pseudo_boxes"], dtype=torch.float32).reshape(-1, 4),
                 "pseudo_scores": torch.tensor(target["pseudo_scores"], dtype=torch.float32),
+                "pseudo_sources": torch.tensor(target["pseudo_sources"], dtype=torch.long),
             }
         )
     meta = json.loads(row["meta"])
