@@ -141,7 +141,8 @@ class TrainParams(_Section):
     max_steps_per_epoch: int | None = None
     checkpoint_every_steps: int = 0  # 0: only at epoch ends
     max_failures: int = 1
-    init_checkpoint: str | None = None  # e.g. a Deformable-DETR COCO checkpoint (§4.2)
+    # Weights to start from (§4.2: a COCO-pretrained Deformable-DETR; the cpu profile: our detector).
+    init_checkpoint: str | None = None
     storage_path: str | None = None  # Ray Train runs (shared FS/URI on a cluster); None: models/.ray_train
 
 
@@ -151,6 +152,7 @@ class DetectorParams(_Section):
     epochs: int = 5
     lr_drop: int = 4
     max_steps_per_epoch: int | None = None
+    init_checkpoint: str | None = None  # e.g. a Deformable-DETR COCO checkpoint
 
 
 class DetfileSpec(_Section):

@@ -13,10 +13,59 @@ LOOPBACK_ENV = {
 }
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def bind_rendezvous_to_loopback() -> None:
+    """Make torch.distributed's rendezvous store listen on its loopback address only.
+
+    torch's TCPStore server (rank 0 hosts it for DDP) listens on every interface even when
+    MASTER_ADDR is 127.0.0.1. For a loopback master we bind the socket ourselves and hand its
+    file descriptor to the store (`master_listen_fd`), so a local training job opens no port
+    on other interfaces. Installed in every Ray worker by `init_ray` (worker_process_setup_hook).
+    """
+    import importlib
+    import socket
+
+    from torch.distributed import TCPStore
+
+    # The module, not the function `torch.distributed.rendezvous` of the same name.
+    rendezvous = importlib.import_module("torch.distributed.rendezvous")
+
+    if getattr(rendezvous, "_motrv3_loopback", False):
+        return
+    create_store = rendezvous._create_c10d_store
+
+    def create_loopback_store(hostname, port, rank, world_size, timeout, use_libuv=True):
+        if rank != 0 or hostname not in LOOPBACK_HOSTS:
+            return create_store(hostname, port, rank, world_size, timeout, use_libuv=use_libuv)
+        family = socket.AF_INET6 if hostname == "::1" else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", port))
+        listener.listen(128)
+        store = TCPStore(
+            hostname,
+            port,
+            world_size,
+            True,
+            timeout,
+            multi_tenant=True,
+            master_listen_fd=listener.detach(),  # the store owns the socket from here on
+            use_libuv=use_libuv,
+        )
+        return store
+
+    rendezvous._create_c10d_store = create_loopback_store
+    rendezvous._motrv3_loopback = True
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):
     """Connect to `address` (or $RAY_ADDRESS), or start a local instance bound to 127.0.0.1.
 
-    Idempotent: an already-initialised Ray is returned as is.
+    A local instance also installs `bind_rendezvous_to_loopback` in its workers, so DDP's
+    rendezvous store does not listen beyond loopback either. Idempotent: an already-initialised
+    Ray is returned as is.
     """
     for key, value in LOOPBACK_ENV.items():
         os.environ.setdefault(key, value)
@@ -28,11 +77,14 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):
     if address:
         ray.init(address=address, **kwargs)
     else:
+        runtime_env = dict(kwargs.pop("runtime_env", None) or {})
+        runtime_env.setdefault("worker_process_setup_hook", "pipeline.ray_utils.bind_rendezvous_to_loopback")
         ray.init(
             address="local",
             num_cpus=num_cpus,
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
+            runtime_env=runtime_env,
             **kwargs,
         )
     return ray

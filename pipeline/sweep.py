@@ -147,11 +147,15 @@ def train_track_evaluate(
     from pipeline.tracking import TrackSettings, track_split
     from pipeline.training import train
 
+    # Tune runs a trial in its own directory: paths of the pipeline are relative to `root`.
+    params = params.model_copy(deep=True)
     if not params.train.storage_path:
-        # Tune runs a trial in its own directory: keep Ray Train's checkpoints where `train` keeps them,
-        # so a row equal to the main pipeline's run (or to another table's row) resumes instead of retraining.
-        params = params.model_copy(deep=True)
+        # Keep Ray Train's checkpoints where `train` keeps them, so a row equal to the main
+        # pipeline's run (or to another table's row) resumes instead of retraining.
         params.train.storage_path = str(root / paths.MODELS_DIR / ".ray_train")
+    for section in (params.train, params.detector):
+        if section.init_checkpoint and not Path(section.init_checkpoint).is_absolute():
+            section.init_checkpoint = str(root / section.init_checkpoint)
     train_metrics = train(
         params,
         method,

@@ -88,6 +88,7 @@ def method_params(params: Params, method: str) -> Params:
         effective.train.epochs = params.detector.epochs
         effective.train.lr_drop = params.detector.lr_drop
         effective.train.max_steps_per_epoch = params.detector.max_steps_per_epoch
+        effective.train.init_checkpoint = params.detector.init_checkpoint
     return effective
 
 
@@ -107,6 +108,8 @@ def _fingerprint_dir(root: Path) -> list[tuple[str, int, str]]:
     entries = []
     if not root.exists():
         return entries
+    if root.is_file():
+        return [(root.name, root.stat().st_size, hashlib.sha256(root.read_bytes()).hexdigest()[:16])]
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".tmp")):
         size = path.stat().st_size
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if size <= 1 << 20 else ""
@@ -686,6 +689,13 @@ def train(
     pld_dir = (Path(pseudo_labels_dir) / split).resolve() if effective.pld.enabled else None
     check_inputs(effective, method, clips_dir, pld_dir)
     inputs = [clips_dir / split] + ([pld_dir] if pld_dir else [])
+    if effective.train.init_checkpoint:
+        # Workers run elsewhere: hand them an absolute path; a changed file means a fresh run.
+        init = Path(effective.train.init_checkpoint).resolve()
+        if not init.is_file():
+            raise TrainingError(f"train.init_checkpoint: {init} does not exist (run its stage first)")
+        effective.train.init_checkpoint = str(init)
+        inputs.append(init)
     name = run_name(effective, method, inputs)
     storage = Path(effective.train.storage_path or DEFAULT_STORAGE)
     storage = storage if "://" in str(storage) else storage.resolve()

@@ -49,6 +49,7 @@ TINY = [
     "dataset.test_split=null",
     "train.cpus_per_worker=1",
     "train.max_failures=1",
+    "train.init_checkpoint=null",  # the cpu profile starts from the pipeline's detector
 ]
 
 
