@@ -88,7 +88,9 @@ class PLDConfig:
     enabled: bool = True
     threshold: float = 0.05  # pseudo labels below this confidence are discarded
     background_weight: float = 0.5  # ω for a query matched to no pseudo label
-    sources: list[str] = field(default_factory=lambda: ["detector"])  # detector, gt, detfile[:name], torchvision[:name]
+    sources: list[str] = field(
+        default_factory=lambda: ["detector"]
+    )  # detector, gt, detfile[:name], torchvision[:name]
     combine: Literal["parallel", "concat"] = "parallel"
 
 

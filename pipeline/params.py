@@ -158,7 +158,9 @@ class DetectorParams(_Section):
 class DetfileSpec(_Section):
     """Detections produced elsewhere (e.g. YOLOX, Sparse R-CNN, MOT17's public DPM/FRCNN/SDP)."""
 
-    path: str | None = None  # a JSON db (MOTRv2 `det_db` form), a MOTChallenge split dir, None: the dataset's det.txt
+    path: str | None = (
+        None  # a JSON db (MOTRv2 `det_db` form), a MOTChallenge split dir, None: the dataset's det.txt
+    )
     format: Literal["auto", "motchallenge", "json", "dataset"] = "auto"  # auto: by path (None → dataset)
     key_prefix: str | None = None  # json: only keys under this prefix (e.g. "DanceTrack/train/") are read
     det_file: str = "det/det.txt"  # motchallenge: the file inside each sequence directory
@@ -168,7 +170,9 @@ class DetfileSpec(_Section):
 class TorchvisionSpec(_Section):
     """A torchvision detection model with weights from a local checkpoint (never downloaded)."""
 
-    arch: str = "fasterrcnn_resnet50_fpn"  # any torchvision.models.detection builder: fcos_*, retinanet_*, ...
+    arch: str = (
+        "fasterrcnn_resnet50_fpn"  # any torchvision.models.detection builder: fcos_*, retinanet_*, ...
+    )
     checkpoint: str = ""  # a state_dict file (torch.save), read with weights_only=True
     num_classes: int = 91  # COCO with background
     person_class: int = 1  # COCO person
@@ -314,7 +318,9 @@ def _format_errors(source: str, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def resolve(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "params") -> Params:
+def resolve(
+    raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "params"
+) -> Params:
     """Apply the profile and overrides to a raw params mapping and validate it."""
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
@@ -325,7 +331,9 @@ def resolve(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), so
     if not isinstance(profiles, dict):
         raise ParamsError(f"{source}: profiles: must be a mapping of profile name to sections")
     if profile != "paper" and profile not in profiles:
-        raise ParamsError(f"{source}: profile: unknown profile {profile!r}; defined: {sorted(profiles) or 'none'}")
+        raise ParamsError(
+            f"{source}: profile: unknown profile {profile!r}; defined: {sorted(profiles) or 'none'}"
+        )
     overlay = profiles.get(profile) or {}
     if "profile" in overlay or "profiles" in overlay:
         raise ParamsError(f"{source}: profiles.{profile}: a profile cannot set 'profile' or 'profiles'")
@@ -341,7 +349,9 @@ def resolve(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), so
         raise ParamsError(_format_errors(source, error)) from None
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS_FILE, overrides: list[str] | tuple[str, ...] = ()) -> Params:
+def load_params(
+    path: str | Path = DEFAULT_PARAMS_FILE, overrides: list[str] | tuple[str, ...] = ()
+) -> Params:
     """Load and validate a params file; errors name the file and the dotted key."""
     path = Path(path)
     try:
@@ -359,7 +369,9 @@ def load_params(path: str | Path = DEFAULT_PARAMS_FILE, overrides: list[str] | t
 
 def add_params_arguments(parser: argparse.ArgumentParser) -> None:
     """The params options every stage shares."""
-    parser.add_argument("--params", default=str(DEFAULT_PARAMS_FILE), help="params file (default: %(default)s)")
+    parser.add_argument(
+        "--params", default=str(DEFAULT_PARAMS_FILE), help="params file (default: %(default)s)"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
