@@ -8,24 +8,11 @@ import torch
 from motrv3.checkpoint import import_state_dict, load_checkpoint, read_checkpoint, save_checkpoint
 from motrv3.config import ModelConfig, TGDConfig, TrackingConfig, to_dict
 from motrv3.model import build_model
+from tests.model_configs import tiny_config as shared_tiny_config
 
 
 def tiny_config(**overrides) -> ModelConfig:
-    values = dict(
-        backbone="resnet10t",
-        d_model=32,
-        nheads=2,
-        enc_layers=1,
-        dec_layers=2,
-        dim_feedforward=64,
-        enc_n_points=1,
-        dec_n_points=1,
-        num_queries=4,
-        num_feature_levels=3,
-        deform_attn_impl="pytorch",
-    )
-    values.update(overrides)
-    return ModelConfig(**values)
+    return shared_tiny_config(**{"enc_n_points": 1, "dec_n_points": 1, "num_feature_levels": 3, **overrides})
 
 
 def _outputs(model, image):

@@ -10,29 +10,13 @@ import torch
 from torchvision.ops import FrozenBatchNorm2d
 
 from motrv3.backbone import Backbone
-from motrv3.config import LossConfig, ModelConfig, PLDConfig, RFSConfig, TGDConfig, TrackingConfig
+from motrv3.config import LossConfig, PLDConfig, RFSConfig, TGDConfig, TrackingConfig
 from motrv3.model import build_model
 from motrv3.position_encoding import box_sine_embedding, sine_position_encoding
 from motrv3.runner import clip_forward, training_track_update
 from motrv3.structures import FrameLossResult, FrameOutput
 from motrv3.tracks import TrackState
-
-
-def tiny_config(**overrides) -> ModelConfig:
-    values = dict(
-        backbone="resnet10t",
-        d_model=32,
-        nheads=2,
-        enc_layers=1,
-        dec_layers=2,
-        dim_feedforward=64,
-        enc_n_points=2,
-        dec_n_points=2,
-        num_queries=4,
-        deform_attn_impl="pytorch",
-    )
-    values.update(overrides)
-    return ModelConfig(**values)
+from tests.model_configs import tiny_config
 
 
 @pytest.fixture(scope="module")

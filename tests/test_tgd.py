@@ -6,10 +6,11 @@ import pytest
 import torch
 
 import motrv3.model
-from motrv3.config import ModelConfig, TGDConfig
+from motrv3.config import TGDConfig
 from motrv3.model import build_model
 from motrv3.tgd import attention_mask, expand_track_groups
 from motrv3.tracks import TrackState
+from tests.model_configs import tiny_config
 
 
 def _matrix(rows: list[str]) -> torch.Tensor:
@@ -79,19 +80,7 @@ def test_group_noise_changes_only_width_and_height():
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)
-    cfg = ModelConfig(
-        backbone="resnet10t",
-        d_model=32,
-        nheads=2,
-        enc_layers=1,
-        dec_layers=2,
-        dim_feedforward=64,
-        enc_n_points=2,
-        dec_n_points=2,
-        num_queries=5,
-        dropout=0.1,
-        deform_attn_impl="pytorch",
-    )
+    cfg = tiny_config(num_queries=5, dropout=0.1)
     return build_model(cfg, tgd_cfg=TGDConfig(enabled=True, groups=3, noise=True))
 
 
