@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from benchmarks.harness import compare, measure, record
+from benchmarks.harness import compare, load_average, measure, record
 from motrv3.ops import MSDeformAttn, available_impls, ms_deform_attn
 
 HEADS, LEVELS, POINTS, HEAD_DIM = 8, 4, 4, 32
@@ -64,15 +64,6 @@ def op_calls(impl, value, shapes, starts, locations, weights):
         out.sum().backward()
 
     return forward, forward_backward
-
-
-def load_average() -> list[str] | None:
-    """The shared machine's load while measuring (timings inflate with it)."""
-    try:
-        with open("/proc/loadavg") as handle:
-            return handle.read().split()[:3]
-    except OSError:
-        return None
 
 
 def run(args) -> dict:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.harness import machine_info, record
+from benchmarks.harness import load_average, machine_info, record
 
 INFERENCE_SIZES = [(320, 576), (800, 1440)]
 TRAIN_SIZE = (320, 576)
@@ -169,14 +169,6 @@ def _spawn(case: dict) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def _load() -> list[str] | None:
-    try:
-        with open("/proc/loadavg") as handle:
-            return handle.read().split()[:3]
-    except OSError:
-        return None
-
-
 def run(args) -> dict:
     from tqdm import tqdm
 
@@ -218,10 +210,10 @@ def run(args) -> dict:
                     },
                 )
             )
-    cases, loads = {}, {"start": _load()}
+    cases, loads = {}, {"start": load_average()}
     for name, case in tqdm(plan, desc="bench_model"):
         cases[name] = _spawn({**case, "threads": threads})
-        cases[name]["load_average_after"] = _load()
+        cases[name]["load_average_after"] = load_average()
     summary = {}
     for name, case in cases.items():
         if "error" in case:
@@ -244,7 +236,7 @@ def run(args) -> dict:
             summary[f"{name}/speedup_fused_bn_cpu_time"] = round(
                 min(before["cpu_times_s"]) / min(fast["cpu_times_s"]), 2
             )
-    loads["end"] = _load()
+    loads["end"] = load_average()
     return record(
         "model",
         __doc__.strip().splitlines()[0],

@@ -44,6 +44,15 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def load_average() -> list[str] | None:
+    """The machine's 1/5/15-minute load while measuring (timings inflate with it)."""
+    try:
+        with open("/proc/loadavg") as handle:
+            return handle.read().split()[:3]
+    except OSError:
+        return None
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far (Linux: ru_maxrss is in KiB)."""
     import resource
