@@ -1,20 +1,24 @@
-"""Full-model speed: per-frame inference latency and one 5-frame training step, reference vs fast path.
+"""Full-model speed: per-frame inference latency and one 5-frame training step, before vs after.
 
 The full configuration (`ModelConfig` defaults: ResNet-50, 6+6 layers, 4 levels, box refinement,
-d_model 256), random weights, CPU. Headline cases use 10 anchor queries, the setting of the public
-MOTRv2 measurement the targets come from (like with like); 300 queries (our config default) is a
-secondary case. Each case runs in its own process (so its peak memory is its own) with the same
-seed, hence the same weights and inputs; the reference path is `deform_attn_impl=pytorch`
-(grid_sample), the fast path `cpu` (C++ kernel). `batch_norm=torchvision` cases swap the backbone's
-fused frozen BN back to torchvision's two-pass FrozenBatchNorm2d: the before-state of that change.
-Inference: `forward_frame` on one image with no track queries (eval, inference_mode). Training: the full
-MOTRv3 loss (RFS, PLD, TGD defaults) on a 5-frame 320×576 clip, forward + backward + Adam step,
-with and without activation checkpointing (`ModelConfig.activation_checkpointing`).
+d_model 256), random weights, CPU, 10 anchor queries (the setting of the public MOTRv2 measurement
+the targets come from; 300 queries is a secondary case). Each case runs in its own process (its
+peak memory is its own) with the same seed, hence the same weights and inputs.
+Inference, `forward_frame` on one image without track queries: `before` is the network as trained
+with the default allocator; `after` runs, in alternation so both see the same load, the same
+network (`reference`) and its `motrv3.optimize_for_inference` copy (`optimized`: batch norm
+folded, channels_last, oneDNN linears), with `motrv3.retain_freed_memory()` as the pipeline's
+entry points call it. `pytorch_op` cases use the grid_sample deformable attention.
+Training: the full MOTRv3 loss (RFS, PLD, TGD defaults) on a 5-frame 320×576 clip, forward +
+backward + AdamW step, with and without activation checkpointing.
+`roofline`: dense FLOPs of each measurement over this machine's best GEMM/convolution throughput,
+the time no implementation of this network can beat here at fp32.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -38,14 +42,6 @@ MOTRV2_REFERENCE = {
     "train_step_peak_gb": 10.0,
 }
 TARGETS = {"inference_320x576_s": 0.48, "inference_800x1440_s": 3.5, "train_step_time_ratio_vs_motrv2": 0.7}
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def synthetic_clip(frames: int, height: int, width: int, seed: int = 0) -> dict:
@@ -81,80 +77,193 @@ def synthetic_clip(frames: int, height: int, width: int, seed: int = 0) -> dict:
 
 
 def run_case(case: dict) -> dict:
-    """One case in this process: {'kind': 'inference'|'train', 'impl', 'size', 'repeats', 'checkpointing'}."""
-    import resource
+    """One case in this process (its peak memory is its own).
 
+    kind 'inference': the variants of `case['variants']` ('reference' = the network as trained,
+    'optimized' = `motrv3.optimize_for_inference`) timed in alternation, so both see the same
+    machine load; kind 'train': one 5-frame training step; kind 'roofline': FLOP counts and GEMM /
+    convolution throughput of this machine.
+    """
     import torch
 
     import motrv3
-    from motrv3.config import LossConfig, ModelConfig, PLDConfig, RFSConfig, TGDConfig, TrackingConfig
     from motrv3.ops import available_impls
 
     torch.set_num_threads(case["threads"])
+    if case.get("retain_freed_memory"):
+        motrv3.retain_freed_memory()
+    if case["kind"] == "roofline":
+        return {**case, **roofline()}
     if case["impl"] != "pytorch" and case["impl"] not in available_impls():
         raise RuntimeError(f"bench_model: impl {case['impl']!r} unavailable here ({available_impls()})")
+    if case["kind"] == "inference":
+        return {**case, **_inference(case)}
+    return {**case, **_train_step(case)}
+
+
+def _build(case: dict, **overrides):
+    import torch
+
+    import motrv3
+    from motrv3.config import ModelConfig, TGDConfig, TrackingConfig
+
     torch.manual_seed(0)
     model_cfg = ModelConfig(
-        deform_attn_impl=case["impl"],
-        activation_checkpointing=case.get("checkpointing", False),
-        num_queries=case.get("num_queries", REFERENCE_QUERIES),
+        deform_attn_impl=case["impl"], num_queries=case.get("num_queries", REFERENCE_QUERIES), **overrides
     )
-    tgd_cfg = TGDConfig()
-    tracking_cfg = TrackingConfig()
-    model = motrv3.build_model(model_cfg, tracking_cfg, tgd_cfg)
-    if case.get("batch_norm") == "torchvision":
-        _use_torchvision_frozen_bn(model)
+    return motrv3.build_model(model_cfg, TrackingConfig(), TGDConfig()), model_cfg
+
+
+def _inference(case: dict) -> dict:
+    import torch
+
+    import motrv3
+
+    model, _ = _build(case)
+    model.eval()
+    models = {
+        name: motrv3.optimize_for_inference(model) if name == "optimized" else model
+        for name in case["variants"]
+    }
     height, width = case["size"]
-    times, cpu_times = [], []
-    rss_before = _rss_mib()
-    if case["kind"] == "inference":
-        model.eval()
-        image = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(1))
-        with torch.inference_mode():
-            for _ in range(1 + case["repeats"]):  # first call warms up
+    image = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(1))
+    times = {name: [] for name in models}
+    cpu_times = {name: [] for name in models}
+    outputs = {}
+    with torch.inference_mode():
+        for name, variant in models.items():  # warm-up (kernel build, oneDNN primitive caches)
+            outputs[name] = variant.forward_frame(image)
+        for _ in range(case["repeats"]):
+            for name, variant in models.items():
                 start, cpu_start = time.perf_counter(), time.process_time()
-                model.forward_frame(image)
-                times.append(time.perf_counter() - start)
-                cpu_times.append(time.process_time() - cpu_start)
-    else:
-        model.train()
-        criterion = motrv3.build_criterion(model_cfg, LossConfig(), RFSConfig(), PLDConfig(), tgd_cfg)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=1e-4)
-        clip = synthetic_clip(CLIP_FRAMES, height, width)
-        for step in range(1 + case["repeats"]):
-            generator = torch.Generator().manual_seed(step)
-            start, cpu_start = time.perf_counter(), time.process_time()
-            optimizer.zero_grad(set_to_none=True)
-            result = motrv3.clip_forward(model, criterion, clip, tracking_cfg, generator=generator)
-            result.loss.backward()
-            optimizer.step()
-            times.append(time.perf_counter() - start)
-            cpu_times.append(time.process_time() - cpu_start)
-    measured = times[1:]
+                variant.forward_frame(image)
+                times[name].append(time.perf_counter() - start)
+                cpu_times[name].append(time.process_time() - cpu_start)
+    result = {
+        "variants": {
+            name: {
+                "times_s": times[name],
+                "cpu_times_s": cpu_times[name],
+                "median_s": statistics.median(times[name]),
+                "min_s": min(times[name]),
+            }
+            for name in models
+        },
+        "peak_rss_mib": _peak_rss_mib(),
+    }
+    if "reference" in outputs and "optimized" in outputs:
+        ref, opt = outputs["reference"], outputs["optimized"]
+        result["optimized_max_abs_difference"] = {
+            "logits": float((ref.logits - opt.logits).abs().max()),
+            "boxes": float((ref.boxes - opt.boxes).abs().max()),
+        }
+    return result
+
+
+def _train_step(case: dict) -> dict:
+    import torch
+
+    import motrv3
+    from motrv3.config import LossConfig, PLDConfig, RFSConfig, TGDConfig, TrackingConfig
+
+    model, model_cfg = _build(case, activation_checkpointing=case["checkpointing"])
+    model.train()
+    tgd_cfg, tracking_cfg = TGDConfig(), TrackingConfig()
+    criterion = motrv3.build_criterion(model_cfg, LossConfig(), RFSConfig(), PLDConfig(), tgd_cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=1e-4)
+    clip = synthetic_clip(CLIP_FRAMES, *TRAIN_SIZE)
+    times, cpu_times = [], []
+    for step in range(1 + case["repeats"]):  # the first step warms up
+        generator = torch.Generator().manual_seed(step)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        optimizer.zero_grad(set_to_none=True)
+        result = motrv3.clip_forward(model, criterion, clip, tracking_cfg, generator=generator)
+        result.loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     return {
-        **case,
-        "times_s": measured,
+        "times_s": times[1:],
         "warmup_s": times[0],
-        # process CPU time (all threads): less sensitive to other users' load than wall time
         "cpu_times_s": cpu_times[1:],
-        "median_s": sorted(measured)[len(measured) // 2],
-        "min_s": min(measured),
-        "rss_after_build_mib": rss_before,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "median_s": statistics.median(times[1:]),
+        "min_s": min(times[1:]),
+        "peak_rss_mib": _peak_rss_mib(),
     }
 
 
-def _use_torchvision_frozen_bn(module) -> None:
-    """Swap our fused frozen BN back to torchvision's (same statistics): the before-state."""
-    from torchvision.ops import FrozenBatchNorm2d
+def _peak_rss_mib() -> float:
+    import resource
 
-    for name, child in module.named_children():
-        if isinstance(child, FrozenBatchNorm2d) and type(child) is not FrozenBatchNorm2d:
-            plain = FrozenBatchNorm2d(child.weight.numel(), eps=child.eps)
-            plain.load_state_dict(child.state_dict())
-            setattr(module, name, plain)
-        else:
-            _use_torchvision_frozen_bn(child)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def roofline() -> dict:
+    """How fast could this machine possibly be? Dense FLOPs of the network / its best dense throughput.
+
+    FLOPs are counted by `torch.utils.flop_counter` (convolutions and matrix products, forward
+    and backward; deformable sampling and element-wise ops are not counted, so the floor is
+    optimistic). Throughput is the best of the network's own GEMM and convolution shapes timed in
+    isolation (MKL / oneDNN, this thread count).
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import motrv3
+    from motrv3.config import LossConfig, ModelConfig, PLDConfig, RFSConfig, TGDConfig, TrackingConfig
+
+    def best_rate(fn, flops: float, repeats: int = 10) -> float:
+        fn()
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - start)
+        return flops / best / 1e9
+
+    rates = {}
+    tokens = 3825  # encoder tokens of a 320×576 frame
+    with torch.inference_mode():
+        for d_in, d_out in ((256, 1024), (1024, 256), (256, 256)):
+            x, w, b = torch.randn(tokens, d_in), torch.randn(d_out, d_in), torch.randn(d_out)
+            rates[f"linear_{tokens}x{d_in}x{d_out}"] = best_rate(
+                lambda x=x, w=w, b=b: F.linear(x, w, b), 2 * tokens * d_in * d_out
+            )
+        for channels, (h, w) in ((256, (20, 36)), (128, (40, 72))):  # ResNet-50 layer3 / layer2 3×3
+            x = torch.randn(1, channels, h, w).contiguous(memory_format=torch.channels_last)
+            k = torch.randn(channels, channels, 3, 3).contiguous(memory_format=torch.channels_last)
+            rates[f"conv3x3_{channels}c_{h}x{w}"] = best_rate(
+                lambda x=x, k=k: F.conv2d(x, k, padding=1), 2 * channels * channels * 9 * h * w
+            )
+    peak = max(rates.values())
+
+    counts = {}
+    torch.manual_seed(0)
+    model = motrv3.build_model(ModelConfig(deform_attn_impl="cpu", num_queries=REFERENCE_QUERIES)).eval()
+    for height, width in INFERENCE_SIZES:
+        with FlopCounterMode(display=False) as counter:  # grad mode stays on: the counter needs it
+            model.forward_frame(torch.randn(1, 3, height, width))
+        counts[f"inference_{height}x{width}"] = counter.get_total_flops()
+    for checkpointing in (False, True):
+        cfg = ModelConfig(
+            deform_attn_impl="cpu", num_queries=REFERENCE_QUERIES, activation_checkpointing=checkpointing
+        )
+        tgd_cfg, tracking_cfg = TGDConfig(), TrackingConfig()
+        model = motrv3.build_model(cfg, tracking_cfg, tgd_cfg).train()
+        criterion = motrv3.build_criterion(cfg, LossConfig(), RFSConfig(), PLDConfig(), tgd_cfg)
+        clip = synthetic_clip(CLIP_FRAMES, *TRAIN_SIZE)
+        with FlopCounterMode(display=False) as counter:
+            motrv3.clip_forward(model, criterion, clip, tracking_cfg).loss.backward()
+        counts[f"train_{TRAIN_SIZE[0]}x{TRAIN_SIZE[1]}_{'ckpt' if checkpointing else 'no_ckpt'}"] = (
+            counter.get_total_flops()
+        )
+    return {
+        "dense_gflop": {k: round(v / 1e9, 1) for k, v in counts.items()},
+        "throughput_gflops": {k: round(v, 1) for k, v in rates.items()},
+        "peak_gflops": round(peak, 1),
+        "floor_s": {k: round(v / 1e9 / peak, 3) for k, v in counts.items()},
+    }
 
 
 def _spawn(case: dict) -> dict:
@@ -174,87 +283,110 @@ def run(args) -> dict:
 
     quick = getattr(args, "quick", False)
     threads = getattr(args, "threads", 2)
-    train = getattr(args, "train", True)
-    q_ref, q_sec = REFERENCE_QUERIES, SECONDARY_QUERIES
+    train = getattr(args, "train", True) and not quick
     plan = []
     for height, width in INFERENCE_SIZES[:1] if quick else INFERENCE_SIZES:
-        repeats = 1 if quick else (2 if height < 500 else 1)
-        base = {"kind": "inference", "size": [height, width], "repeats": repeats}
-        size = f"{height}x{width}"
-        plan.append((f"inference_{size}_q{q_ref}/cpu", {**base, "impl": "cpu", "num_queries": q_ref}))
+        size, small = f"{height}x{width}", height < 500
+        base = {"kind": "inference", "size": [height, width], "impl": "cpu", "num_queries": REFERENCE_QUERIES}
+        repeats = 1 if quick else (6 if small else 3)
+        # before: the network as trained, default allocator; after: our inference path
+        plan.append((f"inference_{size}/before", {**base, "repeats": repeats, "variants": ["reference"]}))
         plan.append(
             (
-                f"inference_{size}_q{q_ref}/cpu_torchvision_bn",
-                {**base, "impl": "cpu", "num_queries": q_ref, "batch_norm": "torchvision"},
+                f"inference_{size}/after",
+                {
+                    **base,
+                    "repeats": repeats,
+                    "variants": ["reference", "optimized"],
+                    "retain_freed_memory": True,
+                },
             )
         )
-        if height < 500:  # grid_sample at 800×1440 takes minutes; bench_deform_attn covers the op
-            plan.append(
-                (f"inference_{size}_q{q_ref}/pytorch", {**base, "impl": "pytorch", "num_queries": q_ref})
-            )
-            plan.append((f"inference_{size}_q{q_sec}/cpu", {**base, "impl": "cpu", "num_queries": q_sec}))
-    impls = ["pytorch", "cpu"]
-    for checkpointing in (True, False) if train else ():
-        for impl in impls:
-            name = f"train_{TRAIN_SIZE[0]}x{TRAIN_SIZE[1]}_{'ckpt' if checkpointing else 'no_ckpt'}/{impl}"
+        if small and not quick:  # grid_sample at 800×1440 takes minutes; bench_deform_attn covers the op
             plan.append(
                 (
-                    name,
+                    f"inference_{size}/pytorch_op",
+                    {**base, "impl": "pytorch", "repeats": 2, "variants": ["reference"]},
+                )
+            )
+            plan.append(
+                (
+                    f"inference_{size}_q{SECONDARY_QUERIES}/after",
                     {
-                        "kind": "train",
-                        "size": list(TRAIN_SIZE),
-                        "repeats": 1,
-                        "impl": impl,
-                        "checkpointing": checkpointing,
-                        "num_queries": q_ref,
+                        **base,
+                        "num_queries": SECONDARY_QUERIES,
+                        "repeats": 2,
+                        "variants": ["optimized"],
+                        "retain_freed_memory": True,
                     },
                 )
             )
+    for checkpointing in (True, False) if train else ():
+        name = f"train_{TRAIN_SIZE[0]}x{TRAIN_SIZE[1]}_{'ckpt' if checkpointing else 'no_ckpt'}"
+        base = {"kind": "train", "size": list(TRAIN_SIZE), "repeats": 2, "checkpointing": checkpointing}
+        plan.append((f"{name}/pytorch_op", {**base, "impl": "pytorch"}))
+        plan.append((f"{name}/cpu", {**base, "impl": "cpu", "retain_freed_memory": True}))
+    if not quick:
+        plan.append(("roofline", {"kind": "roofline"}))
+
     cases, loads = {}, {"start": load_average()}
     for name, case in tqdm(plan, desc="bench_model"):
         cases[name] = _spawn({**case, "threads": threads})
         cases[name]["load_average_after"] = load_average()
-    summary = {}
-    for name, case in cases.items():
-        if "error" in case:
-            summary[f"{name}/error"] = case["error"]
-            continue
-        summary[f"{name}/median_s"] = round(case["median_s"], 3)
-        if case["kind"] == "train":
-            summary[f"{name}/peak_rss_gb"] = round(case["peak_rss_mib"] / 1024.0, 2)
-    for name in {n.rsplit("/", 1)[0] for n in cases}:
-        ref, fast = cases.get(f"{name}/pytorch", {}), cases.get(f"{name}/cpu", {})
-        if "median_s" in ref and "median_s" in fast:
-            summary[f"{name}/speedup_cpu_over_pytorch"] = round(ref["median_s"] / fast["median_s"], 2)
-            summary[f"{name}/peak_ratio_cpu_over_pytorch"] = round(
-                fast["peak_rss_mib"] / ref["peak_rss_mib"], 3
-            )
-        before = cases.get(f"{name}/cpu_torchvision_bn", {})
-        if "median_s" in before and "median_s" in fast:
-            # wall time is at the mercy of the shared machine's load; process CPU time less so
-            summary[f"{name}/speedup_fused_bn_wall"] = round(before["median_s"] / fast["median_s"], 2)
-            summary[f"{name}/speedup_fused_bn_cpu_time"] = round(
-                min(before["cpu_times_s"]) / min(fast["cpu_times_s"]), 2
-            )
     loads["end"] = load_average()
     return record(
         "model",
         __doc__.strip().splitlines()[0],
         cases,
-        summary=summary,
+        summary=summarise(cases),
         load_average=loads,
         motrv2_reference=MOTRV2_REFERENCE,
         targets=TARGETS,
         config={
             "quick": quick,
-            "train_cases": train,
             "clip_frames": CLIP_FRAMES,
             "objects": OBJECTS,
-            "headline_num_queries": q_ref,
-            "headline_note": "num_queries 10 matches the MOTRv2 reference measurement; 300 is secondary",
-            "secondary_num_queries": q_sec,
+            "num_queries": REFERENCE_QUERIES,
         },
     )
+
+
+def summarise(cases: dict) -> dict:
+    """Headline numbers: best-of-repeats seconds (the least load-inflated), ratios within one run."""
+    summary = {}
+    for name, case in cases.items():
+        if "error" in case:
+            summary[f"{name}/error"] = case["error"]
+        elif case["kind"] == "inference":
+            for variant, timing in case["variants"].items():
+                summary[f"{name}/{variant}/min_s"] = round(timing["min_s"], 3)
+        elif case["kind"] == "train":
+            summary[f"{name}/min_s"] = round(case["min_s"], 2)
+            summary[f"{name}/peak_rss_gb"] = round(case["peak_rss_mib"] / 1024.0, 2)
+    for height, width in INFERENCE_SIZES:
+        size = f"{height}x{width}"
+        before, after = cases.get(f"inference_{size}/before", {}), cases.get(f"inference_{size}/after", {})
+        if "variants" in before and "variants" in after:
+            best_before = before["variants"]["reference"]["min_s"]
+            for variant, timing in after["variants"].items():
+                summary[f"inference_{size}/speedup_{variant}_over_before"] = round(
+                    best_before / timing["min_s"], 2
+                )
+            summary[f"inference_{size}/speedup_vs_motrv2"] = round(
+                MOTRV2_REFERENCE[f"inference_{size}_s"] / after["variants"]["optimized"]["min_s"], 2
+            )
+    for name, reference in (("ckpt", "train_step_checkpointing_s"), ("no_ckpt", "train_step_s")):
+        fast = cases.get(f"train_{TRAIN_SIZE[0]}x{TRAIN_SIZE[1]}_{name}/cpu", {})
+        if "min_s" in fast:
+            summary[f"train_{name}/time_ratio_vs_motrv2"] = round(
+                fast["min_s"] / MOTRV2_REFERENCE[reference], 2
+            )
+    floor = cases.get("roofline", {}).get("floor_s")
+    if floor:
+        summary["roofline/peak_gflops"] = cases["roofline"]["peak_gflops"]
+        for key, seconds in floor.items():
+            summary[f"roofline/{key}/floor_s"] = seconds
+    return summary
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from motrv3.checkpoint import import_state_dict, load_checkpoint, save_checkpoint
 from motrv3.config import LossConfig, ModelConfig, PLDConfig, RFSConfig, TGDConfig, TrackingConfig
 from motrv3.criterion import build_criterion
+from motrv3.inference import optimize_for_inference, retain_freed_memory
 from motrv3.model import MOTR, build_model
 from motrv3.runner import clip_forward
 from motrv3.stats import AssignmentStats
@@ -31,5 +32,7 @@ __all__ = [
     "detect",
     "import_state_dict",
     "load_checkpoint",
+    "optimize_for_inference",
+    "retain_freed_memory",
     "save_checkpoint",
 ]

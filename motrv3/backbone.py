@@ -13,6 +13,7 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
+from timm.models._features import FeatureDictNet
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -102,12 +103,21 @@ class Backbone(nn.Module):
         if frozen_bn:
             freeze_batch_norm(self.body)
         first_trained = body.feature_info.module_name()[self.level_indices[0]].replace(".", "_")
-        children = dict(self.body.named_children())
-        if first_trained in children:
-            for child_name, child in children.items():
-                if child_name == first_trained:
-                    break
-                child.requires_grad_(False)
+        if not isinstance(body, FeatureDictNet):  # hook-based feature models: no stem/trunk split
+            raise ValueError(
+                f"model.backbone={name!r}: timm returned {type(body).__name__}, not a module chain"
+            )
+        names = list(self.body.keys())
+        # Modules before the stride-8 stage never train: `stem` runs them, `trunk` the rest.
+        frozen = names.index(first_trained) if first_trained in names else 0
+        self.stem_names, self.trunk_names = names[:frozen], names[frozen:]
+        for name in self.stem_names:
+            self.body[name].requires_grad_(False)
+        # Positions of the stride-8/16/32 maps among the trunk's tapped outputs.
+        returned_by_stem = sum(name in self.body.return_layers for name in self.stem_names)
+        self.trunk_level_indices = [i - returned_by_stem for i in self.level_indices]
+        # channels_last speeds oneDNN convolutions in inference (~1.3×); `motrv3.inference` sets it.
+        self.memory_format = torch.contiguous_format
 
     def load_pretrained(self, path: str | Path) -> LoadReport:
         """Load a classification checkpoint of the same timm model from a local file (never downloaded).
@@ -140,6 +150,28 @@ class Backbone(nn.Module):
             log.warning("backbone weights %s: %s", path, report)
         return report
 
+    def stem(self, image: torch.Tensor) -> torch.Tensor:
+        """The frozen modules before the stride-8 stage (no parameter here trains).
+
+        Kept out of activation checkpointing by the model: recomputing it would cost ~20% of a
+        ResNet-50 forward for nothing, since no gradient flows through it."""
+        x = image.contiguous(memory_format=self.memory_format)
+        needs_graph = image.requires_grad or any(
+            p.requires_grad for name in self.stem_names for p in self.body[name].parameters()
+        )
+        with torch.set_grad_enabled(torch.is_grad_enabled() and needs_graph):
+            for name in self.stem_names:
+                x = self.body[name](x)
+        return x
+
+    def trunk(self, stem: torch.Tensor) -> list[torch.Tensor]:
+        """The stride-8/16/32 maps from the stem's output."""
+        tapped, x = [], stem
+        for name in self.trunk_names:
+            x = self.body[name](x)
+            if name in self.body.return_layers:
+                tapped.append(x)
+        return [tapped[i] for i in self.trunk_level_indices]
+
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        features = self.body(image)
-        return [features[i] for i in self.level_indices]
+        return self.trunk(self.stem(image))

@@ -51,6 +51,11 @@ def save_checkpoint(path: str | Path, model, config: dict, **extra) -> Path:
     `config` holds the sections needed to rebuild the model: {"model": {...}, "tracking": {...},
     "tgd": {...}} (extra sections are kept), or just the model section.
     """
+    if getattr(model, "inference_only", False):
+        raise ValueError(
+            f"save_checkpoint {path}: the model was prepared by motrv3.optimize_for_inference "
+            "(batch norm folded into convolutions); save the original model"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, "config": config, "model": model.state_dict(), **extra}

@@ -99,6 +99,14 @@ class MOTR(nn.Module):
         nn.init.uniform_(self.position.weight, 0, 1)
         self.track_embed = QueryInteraction(d_model, cfg.dim_feedforward, cfg.nheads, cfg.dropout)
 
+    def train(self, mode: bool = True) -> MOTR:
+        if mode and getattr(self, "inference_only", False):
+            raise RuntimeError(
+                "MOTR.train: this copy was prepared by motrv3.optimize_for_inference (batch norm "
+                "folded, weights frozen); train the original model instead"
+            )
+        return super().train(mode)
+
     @property
     def d_model(self) -> int:
         return self.model_cfg.d_model
@@ -107,24 +115,29 @@ class MOTR(nn.Module):
         weight = self.query_embed.weight
         return TrackState.empty(self.d_model, device=weight.device, dtype=weight.dtype)
 
+    @staticmethod
+    def _one_image(image: torch.Tensor) -> torch.Tensor:
+        if image.dim() == 3:
+            image = image[None]
+        if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != 3:
+            raise ValueError(f"MOTR: expected one image [1, 3, H, W], got shape {tuple(image.shape)}")
+        return image
+
     def multiscale_features(self, image: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
         """image [1, 3, H, W] (or [3, H, W]), or the backbone's stride-8/16/32 maps -> projected levels."""
         if isinstance(image, (list, tuple)):
             features = list(image)
         else:
-            if image.dim() == 3:
-                image = image[None]
-            if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != 3:
-                raise ValueError(f"MOTR: expected one image [1, 3, H, W], got shape {tuple(image.shape)}")
-            features = self.backbone(image)
+            features = self.backbone(self._one_image(image))
         features = features[-self.num_backbone_levels :]
         srcs = [proj(f) for proj, f in zip(self.input_proj, features, strict=False)]
         for proj in self.input_proj[len(srcs) :]:
             srcs.append(proj(features[-1] if len(srcs) == len(features) else srcs[-1]))
         return srcs
 
-    def _frame(self, image, content, reference_boxes, attn_mask):
-        srcs = self.multiscale_features(image)
+    def _frame(self, stem, content, reference_boxes, attn_mask):
+        """stem: the backbone stem's output, or the backbone's stride-8/16/32 maps as a list."""
+        srcs = self.multiscale_features(stem if isinstance(stem, list) else self.backbone.trunk(stem))
         hidden, boxes = self.transformer(
             srcs,
             content,
@@ -142,11 +155,14 @@ class MOTR(nn.Module):
         tracks: TrackState | None = None,
         num_groups: int | None = None,
         generator: torch.Generator | None = None,
+        checkpointed: bool = True,
     ) -> FrameOutput:
         """One frame: detect queries [0, M), track queries [M, M+N), TGD groups after them.
 
         num_groups None: TGDConfig.groups when training with TGD enabled, else 0 (inference is
         never changed by TGD). The copies' boxes get the appendix-B noise when TGDConfig.noise.
+        With `ModelConfig.activation_checkpointing`, `checkpointed=False` exempts this frame (a
+        clip's last frame, whose backward follows at once; MOTR does the same).
         """
         num_det = self.num_queries
         content = self.query_embed.weight
@@ -169,12 +185,15 @@ class MOTR(nn.Module):
             content = torch.cat([content, group_content])
             reference = torch.cat([reference, group_boxes])
             attn_mask = attention_mask(num_det, num_track, num_groups, device=content.device)
-        if self.model_cfg.activation_checkpointing and self.training and torch.is_grad_enabled():
+        # The frozen stem stays outside checkpointing: recomputing it would buy no memory.
+        stem = list(image) if isinstance(image, (list, tuple)) else self.backbone.stem(self._one_image(image))
+        recompute = checkpointed and self.model_cfg.activation_checkpointing
+        if recompute and self.training and torch.is_grad_enabled():
             logits, boxes, hidden = checkpoint(
-                self._frame, image, content, reference, attn_mask, use_reentrant=False
+                self._frame, stem, content, reference, attn_mask, use_reentrant=False
             )
         else:
-            logits, boxes, hidden = self._frame(image, content, reference, attn_mask)
+            logits, boxes, hidden = self._frame(stem, content, reference, attn_mask)
         return FrameOutput(logits, boxes, hidden, num_det=num_det, num_track=num_track, num_groups=num_groups)
 
     def next_tracks(

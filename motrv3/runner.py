@@ -49,6 +49,7 @@ def clip_forward(
             None if detection_only else tracks,
             0 if detection_only else None,
             generator,
+            checkpointed=frame + 1 < len(targets),
         )
         track_ids = empty_ids if tracks is None or detection_only else tracks.ids
         result = criterion.frame_loss(out, target, track_ids)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torchvision.ops import box_convert
 
 from motrv3.config import TrackingConfig
+from motrv3.inference import optimize_for_inference
 from motrv3.tracks import TrackState, runtime_update
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -54,10 +55,23 @@ def _to_pixels(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 class Tracker:
-    """Online MOTR tracking, one frame at a time, batch-free; identities persist across `step` calls."""
+    """Online MOTR tracking, one frame at a time, batch-free; identities persist across `step` calls.
 
-    def __init__(self, model, tracking_cfg: TrackingConfig, size: int, max_size: int | None, device="cpu"):
-        self.model = model.to(device).eval()
+    By default the tracker runs an inference copy of `model` (`motrv3.optimize_for_inference`:
+    same outputs to float rounding, faster on CPU); `optimize=False` runs `model` itself.
+    """
+
+    def __init__(
+        self,
+        model,
+        tracking_cfg: TrackingConfig,
+        size: int,
+        max_size: int | None,
+        device="cpu",
+        optimize: bool = True,
+    ):
+        model = model.to(device).eval()
+        self.model = optimize_for_inference(model) if optimize else model
         self.cfg = tracking_cfg
         self.size = size
         self.max_size = max_size

@@ -49,6 +49,7 @@ class EncoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
+        self.activation = nn.ReLU(inplace=True)  # in place: no second d_ffn-wide tensor
         self.dropout2 = nn.Dropout(dropout)
         self.linear2 = nn.Linear(d_ffn, d_model)
         self.dropout3 = nn.Dropout(dropout)
@@ -57,7 +58,7 @@ class EncoderLayer(nn.Module):
     def forward(self, src, pos, reference_points, spatial_shapes, level_start_index):
         attended = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index)
         src = self.norm1(src + self.dropout1(attended))
-        ffn = self.linear2(self.dropout2(F.relu(self.linear1(src))))
+        ffn = self.linear2(self.dropout2(self.activation(self.linear1(src))))
         return self.norm2(src + self.dropout3(ffn))
 
 
@@ -73,6 +74,7 @@ class DecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
+        self.activation = nn.ReLU(inplace=True)
         self.dropout3 = nn.Dropout(dropout)
         self.linear2 = nn.Linear(d_ffn, d_model)
         self.dropout4 = nn.Dropout(dropout)
@@ -88,7 +90,7 @@ class DecoderLayer(nn.Module):
             tgt + query_pos, reference_points, memory, spatial_shapes, level_start_index
         )
         tgt = self.norm1(tgt + self.dropout1(attended))
-        ffn = self.linear2(self.dropout3(F.relu(self.linear1(tgt))))
+        ffn = self.linear2(self.dropout3(self.activation(self.linear1(tgt))))
         return self.norm3(tgt + self.dropout4(ffn))
 
 

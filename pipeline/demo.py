@@ -163,6 +163,7 @@ def run_demo(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads or max(1, min(4, os.cpu_count() or 1)))
+    motrv3.retain_freed_memory()
     model, config = motrv3.load_checkpoint(checkpoint)
     device = resolve_device(device)
     model = model.to(device).eval()

@@ -475,7 +475,7 @@ def detector_predictor(spec: dict[str, Any]) -> Predictor:
             f"{checkpoint}: no detector checkpoint; run `python -m stages.train_detector` first"
         )
     model, _ = motrv3.load_checkpoint(checkpoint)
-    model.to(_device()).eval()
+    model = motrv3.optimize_for_inference(model.to(_device()))
 
     def predict(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
@@ -559,7 +559,10 @@ class _RayPredict:
     def __init__(self, source: Source, score_threshold: float, dataset_dir: str, torch_threads: int):
         import torch
 
+        from motrv3.inference import retain_freed_memory
+
         torch.set_num_threads(torch_threads)
+        retain_freed_memory()
         self.predict = make_predictor(source, score_threshold)
         self.reader = DatasetReader(dataset_dir)
 

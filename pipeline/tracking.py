@@ -75,6 +75,7 @@ def build_tracker(settings: TrackSettings):
     import motrv3
 
     torch.set_num_threads(max(1, settings.threads))
+    motrv3.retain_freed_memory()
     model, _ = motrv3.load_checkpoint(settings.checkpoint)
     device = resolve_device(settings.device)
     model = model.to(device).eval()

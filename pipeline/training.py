@@ -302,6 +302,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     queue = config.get("queue")
     detection_only = config["method"] == "detector"
     torch.set_num_threads(max(1, train_cfg.cpus_per_worker))
+    motrv3.retain_freed_memory()
     device = ray.train.torch.get_device()
 
     torch.manual_seed(params.seed)  # the same initial weights on every rank

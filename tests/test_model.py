@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import pytest
 import timm
@@ -49,6 +50,20 @@ def test_backbone_levels_have_strides_8_16_32(name, channels):
     assert [p[0].in_channels for p in full.input_proj] == channels + [channels[-1]]
     assert full.input_proj[3][0].stride == (2, 2) and full.input_proj[3][0].kernel_size == (3, 3)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())
+
+
+@pytest.mark.parametrize("name", ["resnet10t", "convnext_tiny"])
+def test_stem_then_trunk_is_the_timm_feature_model(name):
+    torch.manual_seed(0)
+    backbone = Backbone(name).eval()
+    image = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = [backbone.body(image)[i] for i in backbone.level_indices]
+        stem = backbone.stem(image)
+        got = backbone.trunk(stem)
+    assert not stem.requires_grad
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_resnet_batch_norm_frozen_and_stem_not_trained():
@@ -253,12 +268,38 @@ def test_clip_forward_with_the_real_criterion():
     assert detector.num_tracks == [0, 0]
 
 
-def test_activation_checkpointing_gives_the_same_gradients():
-    grads = []
+def test_activation_checkpointing_gives_the_same_gradients_and_skips_what_it_can():
+    """Same loss and gradients on a 3-frame clip; the frozen stem runs once per frame, the trunk is
+    recomputed for every frame but the last (MOTR's checkpointing)."""
+    from motrv3.criterion import build_criterion
+
+    boxes = torch.tensor([[0.3, 0.4, 0.2, 0.4], [0.7, 0.5, 0.2, 0.5]])
+    target = {"boxes": boxes, "labels": torch.zeros(2, dtype=torch.long), "obj_ids": torch.tensor([1, 2])}
+    clip = {"images": torch.randn(3, 3, 64, 96, generator=torch.Generator().manual_seed(1))}
+    clip["targets"] = [target] * 3
+    runs = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
-        model = build_model(tiny_config(activation_checkpointing=checkpointing)).train()
-        out = model.forward_frame(torch.randn(1, 3, 64, 128, generator=torch.Generator().manual_seed(1)))
-        (out.logits.sum() + out.boxes.sum()).backward()
-        grads.append(model.input_proj[0][0].weight.grad.clone())
-    torch.testing.assert_close(grads[0], grads[1])
+        cfg = tiny_config(activation_checkpointing=checkpointing)
+        model = build_model(cfg, TrackingConfig(), TGDConfig(enabled=False)).train()
+        criterion = build_criterion(
+            cfg, LossConfig(), RFSConfig(enabled=False), PLDConfig(enabled=False), TGDConfig(enabled=False)
+        )
+        calls = Counter()
+        for part, module in (("stem", model.backbone.body.conv1), ("trunk", model.backbone.body.layer2)):
+            module.register_forward_hook(lambda *_, part=part, calls=calls: calls.update([part]))
+        result = clip_forward(
+            model, criterion, clip, TrackingConfig(), generator=torch.Generator().manual_seed(0)
+        )
+        result.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        runs.append((result.loss.detach(), grads, calls))
+    (loss_plain, grads_plain, calls_plain), (loss_ckpt, grads_ckpt, calls_ckpt) = runs
+    torch.testing.assert_close(loss_ckpt, loss_plain)
+    assert grads_ckpt.keys() == grads_plain.keys() and any(
+        k.startswith("backbone.body.layer2") for k in grads_plain
+    )
+    for name, grad in grads_plain.items():
+        torch.testing.assert_close(grads_ckpt[name], grad, msg=name)
+    assert calls_plain == {"stem": 3, "trunk": 3}
+    assert calls_ckpt == {"stem": 3, "trunk": 3 + 2}

@@ -110,6 +110,7 @@ def test_identity_is_kept_across_frames_then_dropped_after_miss_tolerance(cfg):
     torch.manual_seed(0)
     model = ScriptedMOTR(cfg, script)
     tracker = Tracker(model, TrackingConfig(miss_tolerance=2, keep_track_score=0.5), size=64, max_size=128)
+    model = tracker.model  # the tracker runs its inference copy (a ScriptedMOTR too)
     image = np.zeros((100, 200, 3), dtype=np.uint8)
     frames = [tracker.step(image) for _ in range(len(script))]
 

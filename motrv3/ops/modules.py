@@ -106,17 +106,19 @@ class MSDeformAttn(nn.Module):
         )
         weights = F.softmax(weights, -1).view(batch, num_queries, self.n_heads, self.n_levels, self.n_points)
 
+        # One fused pass (addcmul) instead of a divide then an add over [B, Lq, H, L, K, 2].
         if reference_points.shape[-1] == 2:
             # Offsets are in pixels of each level: normalise by (w, h).
-            normalizer = torch.stack([input_spatial_shapes[..., 1], input_spatial_shapes[..., 0]], -1)
-            locations = (
-                reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+            pixel = input_spatial_shapes.flip(-1).to(offsets.dtype).reciprocal()
+            locations = torch.addcmul(
+                reference_points[:, :, None, :, None, :], offsets, pixel[None, None, None, :, None, :]
             )
         elif reference_points.shape[-1] == 4:
             # Box refinement: offsets are relative to the box, half its size spread over the K points.
-            locations = (
-                reference_points[:, :, None, :, None, :2]
-                + offsets / self.n_points * reference_points[:, :, None, :, None, 2:] * 0.5
+            locations = torch.addcmul(
+                reference_points[:, :, None, :, None, :2],
+                offsets,
+                reference_points[:, :, None, :, None, 2:] * (0.5 / self.n_points),
             )
         else:
             raise ValueError(

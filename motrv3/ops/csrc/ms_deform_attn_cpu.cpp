@@ -55,6 +55,30 @@ struct Corners {
   }
 };
 
+// Returns <top, v> and adds coef·top to g. kLanes independent partial sums let the compiler
+// vectorise the dot product (one running sum would chain every multiply-add in strict FP order,
+// ~3× slower); the order of additions therefore differs from a sequential sum by rounding only.
+template <typename scalar_t>
+inline scalar_t dot_and_axpy(const scalar_t* __restrict__ top, const scalar_t* __restrict__ v,
+                             scalar_t* __restrict__ g, scalar_t coef, int64_t dim) {
+  constexpr int kLanes = 8;
+  scalar_t part[kLanes] = {};
+  int64_t d = 0;
+  for (; d + kLanes <= dim; d += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
+      part[j] += top[d + j] * v[d + j];
+      g[d + j] += coef * top[d + j];
+    }
+  }
+  scalar_t sum = 0;
+  for (; d < dim; ++d) {
+    sum += top[d] * v[d];
+    g[d] += coef * top[d];
+  }
+  for (int j = 0; j < kLanes; ++j) sum += part[j];
+  return sum;
+}
+
 // kDim > 0 fixes the head dimension at compile time (unrolled, vectorised channel loops);
 // kDim == 0 reads it from `runtime_dim`.
 template <typename scalar_t, int kDim>
@@ -129,13 +153,7 @@ void backward_kernel(const scalar_t* __restrict__ value, const int64_t* shapes, 
               if (c.pos[k] < 0) continue;
               const scalar_t* v = level_value + c.pos[k] * heads * dim;
               scalar_t* g = level_grad + c.pos[k] * heads * dim;
-              const scalar_t coef = a * c.weight[k];
-              scalar_t s = 0;
-              for (int64_t d = 0; d < dim; ++d) {
-                s += top[d] * v[d];
-                g[d] += coef * top[d];
-              }
-              dot[k] = s;
+              dot[k] = dot_and_axpy(top, v, g, a * c.weight[k], dim);
             }
             grad_attn[idx] = c.weight[0] * dot[0] + c.weight[1] * dot[1] + c.weight[2] * dot[2] +
                              c.weight[3] * dot[3];
