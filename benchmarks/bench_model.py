@@ -30,6 +30,7 @@ TRAIN_SIZE = (320, 576)
 REFERENCE_QUERIES = 10  # MOTRv2's anchor-query count, used in its measurement below
 SECONDARY_QUERIES = 300
 CLIP_FRAMES = 5
+INFERENCE_ROUNDS = 2
 OBJECTS = 8
 # Public MOTRv2 code on this machine class (docs: shared stack facts), for context in the JSON:
 # R50, 6+6 layers, 4 levels, box refine, 10 anchor queries, PyTorch deformable path, 2 threads.
@@ -288,7 +289,7 @@ def run(args) -> dict:
     for height, width in INFERENCE_SIZES[:1] if quick else INFERENCE_SIZES:
         size, small = f"{height}x{width}", height < 500
         base = {"kind": "inference", "size": [height, width], "impl": "cpu", "num_queries": REFERENCE_QUERIES}
-        repeats = 1 if quick else (6 if small else 3)
+        repeats = 1 if quick else (4 if small else 2)
         # before: the network as trained, default allocator; after: our inference path
         plan.append((f"inference_{size}/before", {**base, "repeats": repeats, "variants": ["reference"]}))
         plan.append(
@@ -302,13 +303,14 @@ def run(args) -> dict:
                 },
             )
         )
-        if small and not quick:  # grid_sample at 800×1440 takes minutes; bench_deform_attn covers the op
+        if not quick:  # the grid_sample formulation of the public MOTRv2 code: like-for-like baseline
             plan.append(
                 (
                     f"inference_{size}/pytorch_op",
-                    {**base, "impl": "pytorch", "repeats": 2, "variants": ["reference"]},
+                    {**base, "impl": "pytorch", "repeats": 2 if small else 1, "variants": ["reference"]},
                 )
             )
+        if small and not quick:
             plan.append(
                 (
                     f"inference_{size}_q{SECONDARY_QUERIES}/after",
@@ -329,10 +331,16 @@ def run(args) -> dict:
     if not quick:
         plan.append(("roofline", {"kind": "roofline"}))
 
+    # Inference cases run in INFERENCE_ROUNDS alternating passes (before, after, before, after…):
+    # a shared machine's slow spells then hit both sides, and the best time of each survives.
+    rounds = 1 if quick else INFERENCE_ROUNDS
+    schedule = [(name, case) for _ in range(rounds) for name, case in plan if case["kind"] == "inference"]
+    schedule += [(name, case) for name, case in plan if case["kind"] != "inference"]
     cases, loads = {}, {"start": load_average()}
-    for name, case in tqdm(plan, desc="bench_model"):
-        cases[name] = _spawn({**case, "threads": threads})
-        cases[name]["load_average_after"] = load_average()
+    for name, case in tqdm(schedule, desc="bench_model"):
+        result = _spawn({**case, "threads": threads})
+        result["load_average_after"] = load_average()
+        cases[name] = _merge_rounds(cases[name], result) if name in cases else result
     loads["end"] = load_average()
     return record(
         "model",
@@ -349,6 +357,25 @@ def run(args) -> dict:
             "num_queries": REFERENCE_QUERIES,
         },
     )
+
+
+def _merge_rounds(earlier: dict, later: dict) -> dict:
+    """One inference case measured in two processes: pooled times, best and median over both."""
+    if "error" in earlier or "error" in later:
+        return earlier if "error" in earlier else later
+    merged = {**later, "peak_rss_mib": max(earlier["peak_rss_mib"], later["peak_rss_mib"])}
+    merged["rounds"] = earlier.get("rounds", 1) + 1
+    merged["variants"] = {}
+    for name, timing in later["variants"].items():
+        times = earlier["variants"][name]["times_s"] + timing["times_s"]
+        cpu_times = earlier["variants"][name]["cpu_times_s"] + timing["cpu_times_s"]
+        merged["variants"][name] = {
+            "times_s": times,
+            "cpu_times_s": cpu_times,
+            "median_s": statistics.median(times),
+            "min_s": min(times),
+        }
+    return merged
 
 
 def summarise(cases: dict) -> dict:
@@ -372,14 +399,25 @@ def summarise(cases: dict) -> dict:
                 summary[f"inference_{size}/speedup_{variant}_over_before"] = round(
                     best_before / timing["min_s"], 2
                 )
+            grid_sample = cases.get(f"inference_{size}/pytorch_op", {})
+            if "variants" in grid_sample:
+                summary[f"inference_{size}/speedup_optimized_over_pytorch_op"] = round(
+                    grid_sample["variants"]["reference"]["min_s"] / after["variants"]["optimized"]["min_s"], 2
+                )
             summary[f"inference_{size}/speedup_vs_motrv2"] = round(
                 MOTRV2_REFERENCE[f"inference_{size}_s"] / after["variants"]["optimized"]["min_s"], 2
             )
     for name, reference in (("ckpt", "train_step_checkpointing_s"), ("no_ckpt", "train_step_s")):
         fast = cases.get(f"train_{TRAIN_SIZE[0]}x{TRAIN_SIZE[1]}_{name}/cpu", {})
+        grid_sample = cases.get(f"train_{TRAIN_SIZE[0]}x{TRAIN_SIZE[1]}_{name}/pytorch_op", {})
         if "min_s" in fast:
             summary[f"train_{name}/time_ratio_vs_motrv2"] = round(
                 fast["min_s"] / MOTRV2_REFERENCE[reference], 2
+            )
+        if "min_s" in fast and "min_s" in grid_sample:
+            summary[f"train_{name}/time_ratio_vs_pytorch_op"] = round(fast["min_s"] / grid_sample["min_s"], 2)
+            summary[f"train_{name}/peak_ratio_vs_pytorch_op"] = round(
+                fast["peak_rss_mib"] / grid_sample["peak_rss_mib"], 2
             )
     floor = cases.get("roofline", {}).get("floor_s")
     if floor:
