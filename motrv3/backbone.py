@@ -116,7 +116,7 @@ class Backbone(nn.Module):
         # Positions of the stride-8/16/32 maps among the trunk's tapped outputs.
         returned_by_stem = sum(name in self.body.return_layers for name in self.stem_names)
         self.trunk_level_indices = [i - returned_by_stem for i in self.level_indices]
-        # channels_last speeds oneDNN convolutions in inference (1.2–1.7×); `motrv3.inference` sets it.
+        # channels_last lets oneDNN skip layout reorders in inference; `motrv3.inference` sets it.
         self.memory_format = torch.contiguous_format
 
     def load_pretrained(self, path: str | Path) -> LoadReport:

@@ -4,16 +4,19 @@
 - every frozen batch norm folded into the convolution before it (W' = W·s, b' = (b − μ)·s + β with
   s = γ / √(σ² + ε)): one op instead of two over each backbone map;
 - the backbone and the input projections in channels_last memory layout, which oneDNN's
-  convolutions run without reordering (~1.2–1.7× faster backbone on CPU), and whose maps flatten
-  into the encoder's token layout without a copy;
+  convolutions run without reordering, and whose maps flatten into the encoder's token layout
+  without a copy;
 - on CPU, the transformer's linear layers run by oneDNN's fused inference kernel (bias, and the
-  FFN's ReLU, applied inside the GEMM: ~10–20% faster than the MKL path of `F.linear`, which first
-  copies the bias over the whole output).
+  FFN's ReLU, applied inside the GEMM; the MKL path of `F.linear` first copies the bias over the
+  whole output).
+The whole copy's speed-up is measured in benchmarks/bench_model.py (`after/optimized` vs
+`after/reference`).
 Outputs equal the original's up to float rounding (tests: ≤ 1e-4 relative); the copy cannot be
 trained or checkpointed, the original is left untouched.
 
 `retain_freed_memory()` keeps glibc from handing large freed blocks back to the kernel after every
-op: a ResNet-50 frame otherwise page-faults ~40 000 times re-mapping the same temporaries.
+op: a ResNet-50 frame otherwise page-faults tens of thousands of times re-mapping the same
+temporaries (bench_model: `before` vs `after/reference` is this setting alone).
 """
 
 from __future__ import annotations

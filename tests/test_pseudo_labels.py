@@ -323,20 +323,18 @@ def test_source_names_are_validated():
 
 def _tiny_detector(path: Path) -> None:
     import motrv3
-    from motrv3.config import ModelConfig
+    from tests.model_configs import tiny_config
 
     torch.manual_seed(0)
-    cfg = ModelConfig(
+    cfg = tiny_config(
         backbone="resnet18",
-        d_model=32,
-        nheads=2,
-        enc_layers=1,
         dec_layers=1,
         dim_feedforward=32,
         enc_n_points=1,
         dec_n_points=1,
         num_queries=6,
         num_feature_levels=2,
+        deform_attn_impl="auto",
     )
     model = motrv3.build_model(cfg)
     with torch.no_grad():  # lift the focal prior (p = 0.01) so a random model's scores straddle the threshold

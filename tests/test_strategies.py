@@ -11,8 +11,9 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
 
-from motrv3.config import LossConfig, ModelConfig, PLDConfig, RFSConfig, TGDConfig, TrackingConfig
+from motrv3.config import LossConfig, PLDConfig, RFSConfig, TGDConfig, TrackingConfig
 from motrv3.matcher import HungarianMatcher
+from tests.model_configs import tiny_config
 from tests.test_criterion import (
     FAR,
     focal_negative,
@@ -232,19 +233,7 @@ def test_a_training_step_runs_for_every_strategy_combination():
     import motrv3
     from motrv3.criterion import build_criterion
 
-    model_cfg = ModelConfig(
-        backbone="resnet18",
-        d_model=32,
-        nheads=2,
-        enc_layers=1,
-        dec_layers=2,
-        dim_feedforward=64,
-        num_feature_levels=1,
-        enc_n_points=2,
-        dec_n_points=2,
-        num_queries=8,
-        deform_attn_impl="pytorch",
-    )
+    model_cfg = tiny_config(backbone="resnet18", num_feature_levels=1, num_queries=8)
     # Random weights match no label with IoU > 0.5, so no identity survives to frame 2; keeping
     # every query as a false-positive track still gives frame 2 track queries (and TGD groups).
     tracking_cfg = TrackingConfig(fp_track_prob=0.5, fp_score_threshold=0.0)

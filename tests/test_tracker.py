@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from motrv3.config import ModelConfig, TrackingConfig
+from motrv3.config import TrackingConfig
 from motrv3.model import MOTR
 from motrv3.tracker import Tracker, detect, preprocess, resized_shape
 from motrv3.tracks import runtime_update
+from tests.model_configs import tiny_config
 
 
 def test_runtime_update_by_hand():
@@ -81,19 +82,7 @@ class ScriptedMOTR(MOTR):
 
 @pytest.fixture(scope="module")
 def cfg():
-    return ModelConfig(
-        backbone="resnet10t",
-        d_model=32,
-        nheads=2,
-        enc_layers=1,
-        dec_layers=1,
-        dim_feedforward=64,
-        enc_n_points=1,
-        dec_n_points=1,
-        num_queries=3,
-        num_feature_levels=3,
-        deform_attn_impl="pytorch",
-    )
+    return tiny_config(dec_layers=1, enc_n_points=1, dec_n_points=1, num_queries=3, num_feature_levels=3)
 
 
 def test_identity_is_kept_across_frames_then_dropped_after_miss_tolerance(cfg):

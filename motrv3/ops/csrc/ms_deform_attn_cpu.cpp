@@ -56,8 +56,8 @@ struct Corners {
 };
 
 // Returns <top, v> and adds coef·top to g. kLanes independent partial sums let the compiler
-// vectorise the dot product (one running sum would chain every multiply-add in strict FP order,
-// ~3× slower); the order of additions therefore differs from a sequential sum by rounding only.
+// vectorise the dot product (one running sum chains every multiply-add in strict FP order);
+// the order of additions therefore differs from a sequential sum by rounding only.
 template <typename scalar_t>
 inline scalar_t dot_and_axpy(const scalar_t* __restrict__ top, const scalar_t* __restrict__ v,
                              scalar_t* __restrict__ g, scalar_t coef, int64_t dim) {
