@@ -27,9 +27,9 @@ from pipeline.paths import REPO_ROOT
 
 
 def _data(tmp: Path, sequences: int, frames: int) -> tuple[Path, Path]:
-    from pipeline.data.convert import convert
     from pipeline.data.synthetic import generate
     from pipeline.params import load_params
+    from pipeline.steps.convert import run as convert
 
     params = load_params(
         REPO_ROOT / "params.yaml",
@@ -57,7 +57,7 @@ class FolderClips:
             self.gt[seq.name] = {int(f): rows[rows[:, 0] == f] for f in np.unique(rows[:, 0])}
 
     def load(self, sequence: str, frames: list[int], decode: bool = True):
-        from pipeline.data.loader import decode_image
+        from pipeline.data.images import decode_image
 
         out = []
         for frame in frames:
@@ -69,8 +69,9 @@ class FolderClips:
 
 
 def run(args) -> dict:
-    from pipeline.data.loader import ClipDataset, decode_image
-    from pipeline.data.parquet_io import DatasetReader
+    from pipeline.data.images import decode_image
+    from pipeline.data.loader import ClipDataset
+    from pipeline.data.reader import DatasetReader
     from pipeline.params import load_params
 
     quick = getattr(args, "quick", False)

@@ -45,9 +45,9 @@ def _prepare_data(workdir: Path) -> dict[str, float]:
         times["generate_s"] = _stage("generate", workdir)
         times["convert_s"] = _stage("convert", workdir)
         return times
-    from pipeline.data.convert import convert
     from pipeline.data.synthetic import generate
     from pipeline.params import load_params
+    from pipeline.steps.convert import run as convert
 
     params = load_params(workdir / "params.yaml")
     cwd = os.getcwd()
@@ -66,8 +66,10 @@ def _prepare_data(workdir: Path) -> dict[str, float]:
 
 def evaluate(workdir: Path, split: str = "val", score_thresholds=(0.05, 0.3, 0.4, 0.5)) -> dict:
     """Precision/recall of the detector source and of chance on `split` (labels already written), per score cut."""
-    from pipeline.data.parquet_io import DatasetReader, read_pseudo_labels
-    from pipeline.pseudo_labels import FrameIndex, gt_source, precision_recall, random_boxes_like
+    from benchmarks.detection_quality import precision_recall, random_boxes_like
+    from pipeline.data.pseudo_label_store import read_pseudo_labels
+    from pipeline.data.reader import DatasetReader, FrameIndex
+    from pipeline.steps.pseudo_labels.sources import gt_source
 
     labels = read_pseudo_labels(workdir / "data" / "pseudo_labels" / split, 0.0, ["detector"])
     truth = gt_source(DatasetReader(workdir / "data" / "clips" / split))

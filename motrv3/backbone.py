@@ -73,11 +73,52 @@ def freeze_batch_norm(module: nn.Module) -> nn.Module:
     return module
 
 
+# Where the weight files the `paper` profile names come from (docs/reproducing.md).
+WEIGHT_SOURCES = {
+    "r50_deformable_detr_plus_iterative_bbox_refinement-checkpoint.pth": (
+        "the official COCO-pretrained Deformable-DETR (+ iterative box refinement), the file MOTR and "
+        "MOTRv2 start from: github.com/fundamentalvision/Deformable-DETR, README 'Main Results' table"
+    ),
+    "convnext_base.fb_in22k_ft_in1k.safetensors": (
+        "timm's ConvNeXt-B ImageNet weights: huggingface.co/timm/convnext_base.fb_in22k_ft_in1k, file "
+        "model.safetensors, saved under this name"
+    ),
+}
+
+
+def missing_weights_error(field_name: str, path: str | Path) -> FileNotFoundError:
+    """A FileNotFoundError naming the params field, the file, and how to obtain it (never downloaded)."""
+    source = WEIGHT_SOURCES.get(Path(path).name)
+    how = f"download {source}" if source else "give an existing local file"
+    return FileNotFoundError(
+        f"{field_name}: weights file {path} does not exist; {how} (docs/reproducing.md), or set "
+        f"{field_name}: null to train from scratch"
+    )
+
+
+def read_weights(path: str | Path, field_name: str = "model.pretrained") -> dict[str, torch.Tensor]:
+    """A state dict from a local .pth/.pt/.bin (torch, weights only) or .safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise missing_weights_error(field_name, path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return state
+
+
 class Backbone(nn.Module):
     """timm `features_only` network returning the stride-8/16/32 maps of one image [1, 3, H, W].
 
-    Parameters of the stem and of the stages before the stride-8 one are frozen (Deformable
-    DETR/MOTR train only ResNet layer2-4).
+    With loaded weights (`pretrained`, or later `freeze_stem()` after a checkpoint import) the stem
+    and the stages before the stride-8 one are frozen, as Deformable DETR/MOTR freeze the pretrained
+    ResNet stem and layer1 and train layer2-4. From scratch nothing is frozen: random frozen layers
+    would stay random.
     """
 
     def __init__(self, name: str, frozen_bn: bool = True, pretrained: str | None = None):
@@ -108,16 +149,23 @@ class Backbone(nn.Module):
                 f"model.backbone={name!r}: timm returned {type(body).__name__}, not a module chain"
             )
         names = list(self.body.keys())
-        # Modules before the stride-8 stage never train: `stem` runs them, `trunk` the rest.
+        # Modules before the stride-8 stage: `stem` runs them, `trunk` the rest.
         frozen = names.index(first_trained) if first_trained in names else 0
         self.stem_names, self.trunk_names = names[:frozen], names[frozen:]
-        for name in self.stem_names:
-            self.body[name].requires_grad_(False)
+        self.stem_frozen = False
+        if pretrained is not None:
+            self.freeze_stem()
         # Positions of the stride-8/16/32 maps among the trunk's tapped outputs.
         returned_by_stem = sum(name in self.body.return_layers for name in self.stem_names)
         self.trunk_level_indices = [i - returned_by_stem for i in self.level_indices]
         # channels_last lets oneDNN skip layout reorders in inference; `motrv3.inference` sets it.
         self.memory_format = torch.contiguous_format
+
+    def freeze_stem(self) -> None:
+        """Stop training the stem (pretrained layers stay as loaded; Deformable DETR's rule)."""
+        for name in self.stem_names:
+            self.body[name].requires_grad_(False)
+        self.stem_frozen = True
 
     def load_pretrained(self, path: str | Path) -> LoadReport:
         """Load a classification checkpoint of the same timm model from a local file (never downloaded).
@@ -125,13 +173,7 @@ class Backbone(nn.Module):
         Accepts a bare state dict or one under "model"/"state_dict"; classifier keys come back as
         unexpected. The features model flattens nested module names (`stem.0` -> `stem_0`).
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model.pretrained: backbone weights file {path} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("model", "state_dict"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
+        state = read_weights(path)
         ours = self.body.state_dict()
         by_original_name = {}
         for key in ours:

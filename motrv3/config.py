@@ -21,8 +21,11 @@ class ModelConfig:
 
     __pydantic_config__ = _STRICT
 
-    backbone: str = "resnet50"  # timm name: resnet50, convnext_tiny/small/base, resnet18, ...
-    pretrained: str | None = None  # local file path of backbone weights; never downloaded
+    # timm name: resnet50 (MOTR/MOTRv2, Table 6), convnext_base (§4.2, Table 1: the `paper` profile), ...
+    backbone: str = "resnet50"
+    # Local file of ImageNet backbone weights (timm's, .pth/.bin/.safetensors); never downloaded.
+    # Given: the stem and the stages before stride 8 are frozen, as Deformable DETR freezes them.
+    pretrained: str | None = None
     frozen_bn: bool = True
     num_feature_levels: int = 4  # strides 8/16/32 + an extra stride-64 level
     d_model: int = 256
@@ -38,6 +41,9 @@ class ModelConfig:
     box_refine: bool = True  # iterative box refinement
     deform_attn_impl: Literal["auto", "pytorch", "cpu", "cuda"] = "auto"
     activation_checkpointing: bool = False  # recompute each frame of a clip in backward
+    # Group DETR (Chen et al., the paper's [10]): extra groups of detect queries, each with its own
+    # one-to-one matching, in detection-only training (the PLD detector); inference uses the first.
+    detect_query_groups: int = 1
 
 
 @dataclass
@@ -56,17 +62,21 @@ class LossConfig:
 
 @dataclass
 class TrackingConfig:
-    """Track query life cycle (MOTR's query interaction module; new-track threshold §4.2)."""
+    """Track query life cycle. Inference: MOTRv2's `RuntimeTrackerBase` with its DanceTrack settings
+    (`submit_dance.py`: score_threshold 0.5 for new and kept tracks, miss_tolerance 20); §4.2 gives
+    the new-track threshold 0.5. Training: MOTRv2's track selection and MOTR's augmentations
+    (`motrv3.runner.training_track_update`)."""
 
     __pydantic_config__ = _STRICT
 
-    new_track_score: float = 0.5  # detect query → track query when score ≥ this
-    keep_track_score: float = 0.5  # a track query below this counts as missed this frame
-    miss_tolerance: int = 5  # frames a track may be missed before it is dropped
-    # MOTR training augmentations of the track query set
+    new_track_score: float = 0.5  # §4.2 / MOTRv2: detect query → track query when score ≥ this
+    keep_track_score: float = 0.5  # MOTRv2: a track below this counts a miss and is not reported
+    miss_tolerance: int = 20  # MOTRv2 (DanceTrack): consecutive misses before a track is dropped
+    # MOTR's training augmentations of the track query set (MOTR's configs: 0.1 / 0.3)
     drop_track_prob: float = 0.1
     fp_track_prob: float = 0.3
-    fp_score_threshold: float = 0.5  # ignored by training when equal to new_track_score
+    # Training (MOTRv2): an unmatched query scoring above this goes on as a track without identity.
+    fp_score_threshold: float = 0.5
 
 
 @dataclass
@@ -101,6 +111,8 @@ class TGDConfig:
     __pydantic_config__ = _STRICT
 
     enabled: bool = True
+    # G of Eq. 4 (S = G·N + M): track query groups *including* the originals, so G − 1 noisy copy
+    # groups are added (§4.2 "4 track query groups", Table 5 "Group Num"; motrv3.tgd).
     groups: int = 4
     noise: bool = True
     noise_scale: float = 0.4  # width/height scaled by a factor in [1 − s, 1 + s]; centres untouched
@@ -120,3 +132,35 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown key(s) {unknown}; expected a subset of {sorted(names)}")
     return cls(**data)
+
+
+@dataclass
+class MOTRv3Config:
+    """One configuration of the whole library: what `motrv3.build` composes model, criterion and
+    tracker from. The pipeline's params sections `model`, `loss`, `tracking`, `rfs`, `pld`, `tgd`."""
+
+    __pydantic_config__ = _STRICT
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    rfs: RFSConfig = field(default_factory=RFSConfig)
+    pld: PLDConfig = field(default_factory=PLDConfig)
+    tgd: TGDConfig = field(default_factory=TGDConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MOTRv3Config:
+        """From nested plain dicts (e.g. a checkpoint's config); unknown keys are errors by name."""
+        sections = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(data) - set(sections))
+        if unknown:
+            raise ValueError(f"MOTRv3Config: unknown section(s) {unknown}; expected {sorted(sections)}")
+        types = {
+            "model": ModelConfig,
+            "loss": LossConfig,
+            "tracking": TrackingConfig,
+            "rfs": RFSConfig,
+            "pld": PLDConfig,
+            "tgd": TGDConfig,
+        }
+        return cls(**{name: from_dict(types[name], dict(value)) for name, value in data.items()})

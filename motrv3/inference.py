@@ -14,19 +14,15 @@ The whole copy's speed-up is measured in benchmarks/bench_model.py (`after/optim
 Outputs equal the original's up to float rounding (tests: ≤ 1e-4 relative); the copy cannot be
 trained or checkpointed, the original is left untouched.
 
-`retain_freed_memory()` keeps glibc from handing large freed blocks back to the kernel after every
-op: a ResNet-50 frame otherwise page-faults tens of thousands of times re-mapping the same
-temporaries (bench_model: `before` vs `after/reference` is this setting alone).
+The process-wide allocator setting that goes with it (`retain_freed_memory`) is the pipeline's
+(`pipeline.runtime`): the library changes no process-wide state.
 """
 
 from __future__ import annotations
 
 import copy
-import ctypes
-import ctypes.util
 import functools
 import logging
-import os
 
 import torch
 from torch import nn
@@ -179,28 +175,3 @@ def optimize_for_inference(
         prepared.backbone.memory_format = torch.channels_last
     prepared.inference_only = True
     return prepared
-
-
-def retain_freed_memory() -> bool:
-    """Ask glibc malloc to keep freed memory for reuse instead of unmapping it (process-wide).
-
-    PyTorch's CPU tensors come from malloc; blocks above the mmap threshold are mapped fresh and
-    zero-filled by the kernel on every allocation. Raising the mmap and trim thresholds lets the
-    heap reuse them: no page faults in steady state, at the price of keeping the process's peak
-    heap mapped. Opt out with MOTRV3_RETAIN_FREED_MEMORY=0. Returns whether it took effect.
-    """
-    if os.environ.get("MOTRV3_RETAIN_FREED_MEMORY", "1") == "0":
-        return False
-    name = ctypes.util.find_library("c")
-    if name is None or "libc.so" not in name:  # not glibc (macOS, musl): nothing to tune
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    ok = mallopt(m_mmap_threshold, 1 << 30) == 1 and mallopt(m_trim_threshold, (1 << 31) - 1) == 1
-    if not ok:
-        log.debug("retain_freed_memory: mallopt refused")
-    return ok

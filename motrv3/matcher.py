@@ -13,6 +13,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_convert, generalized_box_iou
 
+from motrv3.config import LossConfig
+
 # Keeps log() finite for probabilities that saturate at 0 or 1.
 _LOG_EPS = 1e-8
 
@@ -92,3 +94,14 @@ def assignment_vector(num_queries: int, rows: torch.Tensor, cols: torch.Tensor) 
     assigned = torch.full((num_queries,), -1, dtype=torch.long, device=rows.device)
     assigned[rows] = cols
     return assigned
+
+
+def build_matcher(loss_cfg: LossConfig) -> HungarianMatcher:
+    """The matcher whose costs are the loss weights (§4.2: λ_cls, λ_L1, λ_giou = 2, 5, 2), as in MOTR."""
+    return HungarianMatcher(
+        cost_class=loss_cfg.cls_weight,
+        cost_l1=loss_cfg.l1_weight,
+        cost_giou=loss_cfg.giou_weight,
+        focal_alpha=loss_cfg.focal_alpha,
+        focal_gamma=loss_cfg.focal_gamma,
+    )

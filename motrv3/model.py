@@ -18,7 +18,7 @@ from motrv3.backbone import Backbone
 from motrv3.config import ModelConfig, TGDConfig, TrackingConfig
 from motrv3.qim import QueryInteraction
 from motrv3.structures import FrameOutput
-from motrv3.tgd import attention_mask, expand_track_groups
+from motrv3.tgd import attention_mask, copy_groups, expand_track_groups
 from motrv3.tracks import TrackState
 from motrv3.transformer import MLP, DeformableTransformer
 
@@ -97,6 +97,13 @@ class MOTR(nn.Module):
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
             nn.init.constant_(proj[0].bias, 0)
         nn.init.uniform_(self.position.weight, 0, 1)
+        if cfg.detect_query_groups < 1:
+            raise ValueError(f"model.detect_query_groups={cfg.detect_query_groups}: must be ≥ 1")
+        if cfg.detect_query_groups > 1:  # Group DETR: copies trained in detection-only mode only
+            extra = (cfg.detect_query_groups - 1) * cfg.num_queries
+            self.group_position = nn.Embedding(extra, 4)
+            self.group_query_embed = nn.Embedding(extra, d_model)
+            nn.init.uniform_(self.group_position.weight, 0, 1)
         self.track_embed = QueryInteraction(d_model, cfg.dim_feedforward, cfg.nheads, cfg.dropout)
 
     def train(self, mode: bool = True) -> MOTR:
@@ -159,8 +166,8 @@ class MOTR(nn.Module):
     ) -> FrameOutput:
         """One frame: detect queries [0, M), track queries [M, M+N), TGD groups after them.
 
-        num_groups None: TGDConfig.groups when training with TGD enabled, else 0 (inference is
-        never changed by TGD). The copies' boxes get the appendix-B noise when TGDConfig.noise.
+        num_groups: TGD copy groups appended (the paper's G − 1). None: `tgd.groups` − 1 when
+        training with TGD enabled, else 0 (inference is never changed by TGD). The copies' boxes get the appendix-B noise when TGDConfig.noise.
         With `ModelConfig.activation_checkpointing`, `checkpointed=False` exempts this frame (a
         clip's last frame, whose backward follows at once; MOTR does the same).
         """
@@ -173,7 +180,7 @@ class MOTR(nn.Module):
             content = torch.cat([content, tracks.content])
             reference = torch.cat([reference, tracks.boxes])
         if num_groups is None:
-            num_groups = self.tgd_cfg.groups if (self.training and self.tgd_cfg.enabled) else 0
+            num_groups = copy_groups(self.tgd_cfg) if self.training else 0
         if num_track == 0:
             num_groups = 0
         attn_mask = None
@@ -195,6 +202,55 @@ class MOTR(nn.Module):
         else:
             logits, boxes, hidden = self._frame(stem, content, reference, attn_mask)
         return FrameOutput(logits, boxes, hidden, num_det=num_det, num_track=num_track, num_groups=num_groups)
+
+    def detect_frames(self, images: torch.Tensor) -> list[list[FrameOutput]]:
+        """Detect queries only, on B independent frames [B, 3, H, W] in one batched pass: [frame][group].
+
+        In training with `detect_query_groups` G > 1, G query groups (Group DETR) decode side by
+        side, masked from each other in self-attention, each a FrameOutput matched on its own;
+        otherwise one group.
+
+        The PLD detector's training (`clip_forward(detection_only=True)`): without track queries
+        nothing depends on the previous frame, so backbone, encoder and decoder all batch over
+        the frames (one GEMM per layer instead of B, and batch statistics for a trainable BN).
+        """
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"MOTR.detect_frames: expected images [B, 3, H, W], got {tuple(images.shape)}")
+        srcs = self.multiscale_features(self.backbone(images))
+        memory, spatial_shapes, start = self.transformer.encode(srcs)
+        batch, num = images.shape[0], self.num_queries
+        content, position = self.query_embed.weight, self.position.weight
+        groups, attn_mask = 1, None
+        if self.training and hasattr(self, "group_query_embed"):
+            groups = self.model_cfg.detect_query_groups
+            content = torch.cat([content, self.group_query_embed.weight])
+            position = torch.cat([position, self.group_position.weight])
+            group_of = torch.arange(groups * num, device=content.device) // num
+            attn_mask = group_of[:, None] != group_of[None, :]  # True: no attention across groups
+        hidden, boxes = self.transformer.decoder(
+            content[None].expand(batch, -1, -1),
+            position[None].expand(batch, -1, -1),
+            memory,
+            spatial_shapes,
+            start,
+            self.bbox_embed,
+            self.model_cfg.box_refine,
+            attn_mask,
+        )
+        logits = torch.stack([head(h) for head, h in zip(self.class_embed, hidden, strict=True)])
+        return [
+            [
+                FrameOutput(
+                    logits[:, b, g * num : (g + 1) * num],
+                    boxes[:, b, g * num : (g + 1) * num],
+                    hidden[-1, b, g * num : (g + 1) * num],
+                    num_det=num,
+                    num_track=0,
+                )
+                for g in range(groups)
+            ]
+            for b in range(batch)
+        ]
 
     def next_tracks(
         self,

@@ -9,8 +9,8 @@ from motrv3.config import TrackingConfig
 from motrv3.structures import ClipResult, FrameOutput
 from motrv3.tracks import TrackState
 
-# MOTR/MOTRv2: a matched query whose box overlaps its label by at most this goes on as a
-# false-positive track (its identity is withdrawn) instead of carrying the identity.
+# MOTR/MOTRv2: a query matched to a label whose box overlaps it by at most this loses the identity
+# (MOTRv2 `QueryInteractionModulev2._select_active_tracks`, MOTR `QueryInteractionModule`).
 MIN_TRACK_IOU = 0.5
 
 
@@ -21,37 +21,52 @@ def clip_forward(
     tracking_cfg: TrackingConfig,
     generator: torch.Generator | None = None,
     detection_only: bool = False,
+    batch_frames: bool = True,
 ) -> ClipResult:
     """Forward a clip (docs/architecture.md, clip contract) and return the Eq. 5 clip loss.
 
-    Per frame i: decoder over detect + track queries (+ TGD groups in training), the criterion's
-    frame loss, then Ψ of Eq. 2 builds the next frame's track queries (`training_track_update`).
+    The clip's targets are validated once here (`ClipCriterion.validate_targets`). Per frame i:
+    decoder over detect + track queries (+ TGD groups in training), the criterion's frame loss,
+    then Ψ of Eq. 2 builds the next frame's track queries (`training_track_update`).
     `detection_only`: frames are independent, no track queries, every label trains the detect
-    queries (the PLD detector).
+    queries (the PLD detector); the whole clip is then one batched forward (`MOTR.detect_frames`,
+    with its Group-DETR query groups). `batch_frames=False` runs every frame on its own, the
+    pre-batching path (same loss up to float rounding with frozen BN; kept for the benchmark).
     """
-    from motrv3.criterion import clip_loss
+    from motrv3.criterion import clip_loss, validate_output
     from motrv3.stats import sum_stats
 
     images = clip["images"]
     targets = clip["targets"]
+    sequence = clip.get("meta", {}).get("sequence")
     if images.dim() != 4 or images.shape[0] != len(targets):
         raise ValueError(
             f"clip_forward: images {tuple(images.shape)} do not match {len(targets)} targets "
-            f"(sequence {clip.get('meta', {}).get('sequence')!r})"
+            f"(sequence {sequence!r})"
         )
+    criterion.validate_targets(targets, where=f"clip of sequence {sequence!r}")
+    if detection_only and batch_frames:
+        return _detection_clip(model, criterion, images, targets)
+    # The backbone does not depend on the track queries: one batched pass over the clip's frames
+    # (bigger convolutions, and a trainable BN sees the clip as its batch). Activation
+    # checkpointing keeps the per-frame path, whose point is not to hold every frame's maps.
+    features = None
+    if batch_frames and not model.model_cfg.activation_checkpointing:
+        features = model.backbone(images)
     tracks: TrackState | None = None
     results, num_tracks = [], []
     empty_ids = torch.zeros(0, dtype=torch.long, device=images.device)
     for frame, target in enumerate(targets):
         num_tracks.append(0 if tracks is None else len(tracks))
         out = model.forward_frame(
-            images[frame : frame + 1],
+            images[frame : frame + 1] if features is None else [f[frame : frame + 1] for f in features],
             None if detection_only else tracks,
             0 if detection_only else None,
             generator,
             checkpointed=frame + 1 < len(targets),
         )
         track_ids = empty_ids if tracks is None or detection_only else tracks.ids
+        validate_output(out, criterion.num_classes, track_ids)  # sizes only: no device read
         result = criterion.frame_loss(out, target, track_ids)
         results.append(result)
         if not detection_only and frame + 1 < len(targets):
@@ -60,6 +75,23 @@ def clip_forward(
     return ClipResult(
         loss=loss, terms=terms, stats=sum_stats(r.stats for r in results), num_tracks=num_tracks
     )
+
+
+def _detection_clip(model, criterion, images: torch.Tensor, targets: list[dict]) -> ClipResult:
+    """Detection-only training on a clip's frames as one batch; each query group matched on its own."""
+    from motrv3.criterion import clip_loss, validate_output
+    from motrv3.stats import sum_stats
+
+    empty_ids = torch.zeros(0, dtype=torch.long, device=images.device)
+    results = []
+    for groups, target in zip(model.detect_frames(images), targets, strict=True):
+        for out in groups:
+            validate_output(out, criterion.num_classes, empty_ids)
+            results.append(criterion.frame_loss(out, target, empty_ids))
+    loss, terms = clip_loss(results)
+    # Statistics of the first group only: the one inference uses.
+    stats = sum_stats(r.stats for r in results[:: len(results) // len(targets)])
+    return ClipResult(loss=loss, terms=terms, stats=stats, num_tracks=[0] * len(targets))
 
 
 def training_track_update(
@@ -71,43 +103,40 @@ def training_track_update(
     cfg: TrackingConfig,
     generator: torch.Generator | None = None,
 ) -> TrackState:
-    """Ψ of Eq. 2 in training (MOTR/MOTRv2 `match_for_single_frame` + QIM), vectorised over queries.
+    """Ψ of Eq. 2 in training, as MOTR/MOTRv2 do it (`ClipMatcher.match_for_single_frame` + the
+    query interaction module's `_select_active_tracks`), vectorised over the M+N queries.
 
-    1. Identities: a track query keeps its identity if that identity is in the frame, else −1
-       (MOTR drops disappeared identities at once in training; miss tolerance is an inference
-       rule); a detect query matched at the last layer takes its new identity.
-    2. A query with an identity whose last-layer box has IoU ≤ 0.5 with its label loses it.
-    3. Kept: queries with an identity, plus (MOTRv2) unmatched ones scoring above
-       `fp_score_threshold`, which go on as false-positive tracks (identity −1).
-    4. MOTR augmentations: each kept track with an identity is dropped with `drop_track_prob`;
-       for each remaining one, with `fp_track_prob`, the not-kept query without identity that
-       overlaps it most is added as a false-positive track.
+    1. Identities (`result.query_ids`, from the criterion's last layer): a track query keeps its
+       identity whether or not its target is in this frame (absent: trained as background, and it
+       gets its label back if the target reappears); a free query (detect query, or track query
+       without identity) matched to a new-born label takes that label's identity.
+    2. Kept (MOTRv2): every query with an identity, plus the queries scoring above
+       `fp_score_threshold` (0.5), which go on without identity.
+    3. A query matched to a label in this frame whose last-layer box has IoU ≤ 0.5 with it loses
+       its identity but stays kept (MOTRv2: `obj_idxes[iou <= 0.5] = -1` after the selection);
+       without identity it joins the next frame's matching with the new-born labels.
+    4. MOTR's augmentations (`_random_drop_tracks`, `_add_fp_tracks`; MOTRv2's QIMv2 defines but
+       never calls them): each kept track with an identity is dropped with `drop_track_prob`; for
+       each remaining one, with `fp_track_prob`, the not-kept query without identity that overlaps
+       it most is added as a track without identity.
     5. The query interaction module turns the kept queries into next frame's track queries.
     """
     num_original = out.num_original
     device = out.logits.device
-    track_ids = (
-        tracks.ids if tracks is not None and len(tracks) else torch.zeros(0, dtype=torch.long, device=device)
-    )
-    kept_track_ids = torch.where(result.track_matched.to(device), track_ids, torch.full_like(track_ids, -1))
-    ids = torch.cat([result.det_matched_ids.to(device), kept_track_ids])
+    ids = result.query_ids.to(device)
+    labels = result.query_labels.to(device)
 
     with torch.no_grad():
         pred_boxes = out.boxes[-1, :num_original]
         scores = out.logits[-1, :num_original].sigmoid().max(-1).values
-        obj_ids = target["obj_ids"].to(device)
+        keep = (ids >= 0) | (scores > cfg.fp_score_threshold)
+        matched = labels >= 0
+        label_boxes = (
+            target["boxes"].to(device)[labels.clamp(min=0)] if target["boxes"].shape[0] else pred_boxes
+        )
+        drifted = matched & (paired_iou(pred_boxes, label_boxes) <= MIN_TRACK_IOU)
+        ids = torch.where(drifted, torch.full_like(ids, -1), ids)
         has_id = ids >= 0
-        if has_id.any():
-            # Label row of each identity (identities are unique within a frame).
-            label_row = (ids[:, None] == obj_ids[None, :]).float().argmax(1)
-            label_boxes = target["boxes"].to(device)[label_row]
-            iou = box_iou(
-                box_convert(pred_boxes, "cxcywh", "xyxy"), box_convert(label_boxes, "cxcywh", "xyxy")
-            )
-            ious = iou.diagonal()
-            ids = torch.where(has_id & (ious <= MIN_TRACK_IOU), torch.full_like(ids, -1), ids)
-        has_id = ids >= 0
-        keep = has_id | (scores > cfg.fp_score_threshold)
 
         if cfg.drop_track_prob > 0:
             dropped = has_id & (_uniform(num_original, generator, device) < cfg.drop_track_prob)
@@ -124,6 +153,16 @@ def training_track_update(
                 keep[candidates[overlap.argmax(1).unique()]] = True
     index = keep.nonzero(as_tuple=True)[0]
     return model.next_tracks(out, tracks, index, ids[index])
+
+
+def paired_iou(boxes: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """IoU of row i of `boxes` with row i of `others` (cx, cy, w, h), [Q] (MOTR's `matched_boxlist_iou`)."""
+    a = box_convert(boxes, "cxcywh", "xyxy")
+    b = box_convert(others, "cxcywh", "xyxy")
+    width_height = (torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp(min=0)
+    inter = width_height.prod(-1)
+    union = (a[:, 2:] - a[:, :2]).prod(-1) + (b[:, 2:] - b[:, :2]).prod(-1) - inter
+    return inter / union.clamp(min=torch.finfo(union.dtype).tiny)
 
 
 def _uniform(n: int, generator: torch.Generator | None, device) -> torch.Tensor:

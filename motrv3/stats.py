@@ -6,14 +6,19 @@ Per frame with K labels, M detect and N track queries, L decoder layers and E "e
 RFS layers `rfs.layers`, default the first L−1, measured whether RFS is on or off so the two runs
 compare; only the layers that get a loss, i.e. none when `loss.aux_loss` is off):
 
-- `det_slot_matches` [M]: 1 where detect query slot j takes a label at the last layer (Eq. 1).
-  Summed over frames: how often each slot is trained (Fig. 2 a/b, "activation number").
+- `det_slot_matches` [M]: how many supervised decoder layers give detect query slot j a label in
+  this frame (Eq. 1, or 𝔖_a in the RFS layers). Summed over frames: how often each slot is trained
+  as a positive, the "activation number" of Fig. 2 a/b. Counting every supervised layer, not only
+  the last, is what lets RFS show: RFS never changes the last layer (§3.2), it changes the first L−1.
 - `last_det` / `last_track`: labels given to detect / track queries at the last layer (Eq. 1 / 2).
 - `early_det` / `early_track`: the same summed over the E early layers (with RFS: matching space
   𝔖_a), out of `early_labels` = K·E (Fig. 2 c/d).
-- `misaligned`: detect queries whose label at some early layer differs from their label at the
-  last layer ("no label" counts as a value, so a query matched only in one of them counts); the
-  share is misaligned / labels, as in Fig. 6 (misaligned labels relative to the total labels).
+- `misaligned`: labels whose detect query differs between some early layer and the last layer
+  ("no detect query" counts as a value: a label released to a detect query in an early layer but
+  kept by its track query at the last layer is misaligned), out of `misaligned_of` = K (0 when no
+  early layer is measured). Appendix D: "for a detect query, if the matched label is different
+  between the last decoder layer and one of the 5 decoder layers ... the percentages of misaligned
+  labels relative to the total labels" (Fig. 6); a share of labels, so it lies in [0, 1].
 - `labels` (Σ K) and `frames`.
 """
 
@@ -33,22 +38,39 @@ SCALAR_KEYS = (
     "early_det",
     "early_track",
     "misaligned",
+    "misaligned_of",
 )
 SLOT_KEY = "det_slot_matches"
 
 
 def sum_stats(stats: Iterable[Mapping[str, torch.Tensor | float]]) -> dict[str, torch.Tensor | float]:
-    """Add per-frame (or per-clip) assignment counts into one dict of the same keys."""
+    """Add per-frame (or per-clip) assignment counts into one dict of the same keys.
+
+    Counts may be device tensors (the criterion keeps them there); they are summed on the device
+    and read back in one transfer, so a clip costs one synchronisation. Scalars come back as floats,
+    the slot counts as a CPU long tensor.
+    """
     total: dict[str, torch.Tensor | float] = {key: 0.0 for key in SCALAR_KEYS}
+    slots: torch.Tensor | None = None
     for item in stats:
         for key in SCALAR_KEYS:
-            total[key] = total[key] + float(item.get(key, 0.0))
+            value = item.get(key, 0.0)
+            total[key] = total[key] + (value.detach() if isinstance(value, torch.Tensor) else float(value))
         if SLOT_KEY in item:
-            slots = torch.as_tensor(item[SLOT_KEY]).detach().to("cpu", torch.long)
-            previous = total.get(SLOT_KEY)
-            if previous is not None and previous.shape != slots.shape:
-                raise ValueError(f"{SLOT_KEY}: {tuple(slots.shape)} slots after {tuple(previous.shape)}")
-            total[SLOT_KEY] = slots.clone() if previous is None else previous + slots
+            counts = torch.as_tensor(item[SLOT_KEY]).detach()
+            if slots is not None and slots.shape != counts.shape:
+                raise ValueError(f"{SLOT_KEY}: {tuple(counts.shape)} slots after {tuple(slots.shape)}")
+            slots = counts.long() if slots is None else slots + counts.to(slots.device)
+    tensor_keys = [key for key in SCALAR_KEYS if isinstance(total[key], torch.Tensor)]
+    parts = [total[key].reshape(1).double() for key in tensor_keys]
+    if slots is not None:
+        parts.append(slots.reshape(-1).to(parts[0].device if parts else slots.device).double())
+    if parts:
+        flat = torch.cat(parts).cpu()  # one read-back of every count
+        for index, key in enumerate(tensor_keys):
+            total[key] = float(flat[index])
+        if slots is not None:
+            total[SLOT_KEY] = flat[len(tensor_keys) :].round().long()
     return total
 
 
@@ -89,11 +111,11 @@ class AssignmentStats:
         self.slots += other.slots
 
     def slot_histogram(self) -> list[int]:
-        """Times each detect query slot took a label at the last layer (Fig. 2 a/b)."""
+        """Times each detect query slot took a label, summed over the supervised layers (Fig. 2 a/b)."""
         return [int(value) for value in self.slots]
 
     def summary(self) -> dict[str, float]:
-        """Flat metrics (MLflow names); shares are fractions of the labels of the measured layers."""
+        """Flat metrics (MLflow names); every share is a fraction in [0, 1] of the labels it measures."""
         counts = self.counts
         labels = counts["labels"]
         early_labels = counts["early_labels"]
@@ -109,7 +131,7 @@ class AssignmentStats:
             "assign/last_track_share": share(counts["last_track"], labels),
             "assign/early_det_share": share(counts["early_det"], early_labels),
             "assign/early_track_share": share(counts["early_track"], early_labels),
-            "assign/misaligned_share": share(counts["misaligned"], labels),
+            "assign/misaligned_share": share(counts["misaligned"], counts["misaligned_of"]),
             "assign/det_slots_active": share(float((self.slots > 0).sum()), self.num_queries),
             "assign/det_slot_matches_mean": float(slots.mean()) if self.num_queries else 0.0,
             "assign/det_slot_matches_max": float(slots.max()) if self.num_queries else 0.0,

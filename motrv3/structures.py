@@ -20,7 +20,7 @@ class FrameOutput:
     hidden: torch.Tensor  # [S, D] last-layer decoder embeddings (query interaction input)
     num_det: int  # M
     num_track: int  # N
-    num_groups: int = 0  # G
+    num_groups: int = 0  # TGD copy groups after the originals: `tgd.groups` − 1 (motrv3.tgd)
 
     @property
     def num_layers(self) -> int:
@@ -38,11 +38,12 @@ class FrameLossResult:
 
     losses: dict[str, torch.Tensor]  # per-term weighted sums of the frame, before / O_i
     num_objects: float  # O_i of Eq. 5 (at least 1, to keep empty frames finite)
-    det_matched_ids: torch.Tensor  # [M] identity matched to each detect query at the last layer, −1 none
-    track_matched: torch.Tensor  # [N] bool: the track query's identity is present in this frame
+    # Eq. 2's σ_t after this frame, per original query (detect then track), from the last layer:
+    query_ids: torch.Tensor  # [M+N] identity each query carries on (a track keeps an absent one), −1 none
+    query_labels: torch.Tensor  # [M+N] label index each query is trained on at the last layer, −1 none
     stats: dict[str, torch.Tensor | float] = field(default_factory=dict)  # label-assignment counts
     # Label index (into the frame's labels / pseudo labels, −1 background) per query and decoder
-    # layer: "det" [L, M+N] (Eq. 1+2 or RFS), "pld" [L, M+N], "tgd" [L, G·N]; rows of layers
+    # layer: "det" [L, M+N] (Eq. 1+2 or RFS), "pld" [L, M+N], "tgd" [L, (G−1)·N]; rows of layers
     # without loss (aux_loss off) are −1. For inspection and tests; the loss does not read it.
     assignments: dict[str, torch.Tensor] = field(default_factory=dict)
 

@@ -1,16 +1,31 @@
-"""Track group denoising (MOTRv3 §3.4, appendix B): track-query groups and the Eq. 4 attention mask."""
+"""Track group denoising (MOTRv3 §3.4, appendix B): track-query groups and the Eq. 4 attention mask.
+
+Group count. `tgd.groups` = G is the paper's number of track query groups *including* the original
+track queries: Eq. 4 sizes the decoder input S = G·N + M (M detect queries, N track queries, so
+G·N track queries in all), §4.2 "expand the original track query to 4 track query groups", Table 5
+"how the track query number contained in a group affects performance" (Group Num 3 / 4 / 5) and
+appendix B "expands a single group of track queries into K groups". So G − 1 noisy copy groups
+are appended after the M + N originals (`copy_groups`), and G = 1 adds none. Eq. 4 indexes the
+copies from i = M + N on, group ⌊(i − (M+N)) / N⌋ = 0 … G − 2.
+"""
 
 from __future__ import annotations
 
 import torch
 
+from motrv3.config import TGDConfig
+
+
+def copy_groups(tgd_cfg: TGDConfig) -> int:
+    """Copy groups appended to the original track queries in training: G − 1 (0 with TGD off)."""
+    return max(tgd_cfg.groups - 1, 0) if tgd_cfg.enabled else 0
+
 
 def attention_mask(num_det: int, num_track: int, num_groups: int, device=None) -> torch.Tensor:
-    """Eq. 4: decoder self-attention mask A = [a_ij] of the S = M + N + G·N queries, True = may not attend.
+    """Eq. 4: decoder self-attention mask A = [a_ij] of the S = M + N + num_groups·N queries, True = may not attend.
 
-    Query order: detect [0, M), track [M, M+N), group g at [M+N+g·N, M+N+(g+1)·N). The paper
-    writes S = G·N + M, counting the original track queries as one of the G groups in the size
-    but indexing them separately; here the M + N originals are followed by G further groups.
+    `num_groups` counts the copy groups (the paper's G − 1, `copy_groups`), so S = G·N + M as in
+    Eq. 4. Query order: detect [0, M), track [M, M+N), copy group g at [M+N+g·N, M+N+(g+1)·N).
 
     a_ij = 1 if i < M+N and j ≥ M+N (an original never sees a group query), or if i ≥ M+N and
     ⌊(i−(M+N))/N⌋ ≠ ⌊(j−(M+N))/N⌋ (a group query sees only its own group). Eq. 4 prints
@@ -42,9 +57,10 @@ def expand_track_groups(
     noise_scale: float | None,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Repeat the N track queries (content [N, D], reference boxes [N, 4] cx, cy, w, h) into G groups.
+    """Repeat the N track queries (content [N, D], reference boxes [N, 4] cx, cy, w, h) `num_groups` times.
 
-    Returns the copies only ([G·N, D], [G·N, 4]), group-major, to be appended after the originals.
+    `num_groups` is the number of copy groups (the paper's G − 1). Returns the copies only
+    ([num_groups·N, D], [num_groups·N, 4]), group-major, to be appended after the originals.
     With `noise_scale` s, each copy's width and height are multiplied by independent factors
     drawn uniformly from [1 − s, 1 + s]; centres are never changed (appendix B), so every copy
     keeps its original's label assignment.

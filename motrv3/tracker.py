@@ -59,6 +59,9 @@ class Tracker:
 
     By default the tracker runs an inference copy of `model` (`motrv3.optimize_for_inference`:
     same outputs to float rounding, faster on CPU); `optimize=False` runs `model` itself.
+    `model` may also be another per-frame network with the three `MOTR` calls the life cycle
+    makes (`empty_tracks`, `forward_frame`, `next_tracks`), e.g. `motrv3.OnnxFrameNetwork`
+    (onnxruntime, docs/export.md); it is used as it is.
     """
 
     def __init__(
@@ -70,8 +73,11 @@ class Tracker:
         device="cpu",
         optimize: bool = True,
     ):
-        model = model.to(device).eval()
-        self.model = optimize_for_inference(model) if optimize else model
+        if isinstance(model, torch.nn.Module):
+            model = model.to(device).eval()
+            self.model = optimize_for_inference(model) if optimize else model
+        else:
+            self.model = model
         self.cfg = tracking_cfg
         self.size = size
         self.max_size = max_size

@@ -193,12 +193,17 @@ class DeformableTransformer(nn.Module):
         nn.init.normal_(self.level_embed)
 
     def encode(self, srcs: list[torch.Tensor]):
-        """srcs: per-level maps [1, D, h, w] -> (memory [1, ΣHW, D], spatial_shapes, level_start_index)."""
+        """srcs: per-level maps [B, D, h, w] -> (memory [B, ΣHW, D], spatial_shapes, level_start_index).
+
+        B frames of one size are encoded together (training batches a clip's frames: the encoder
+        does not depend on the track queries); B = 1 is the per-frame path."""
         shapes = tuple((int(s.shape[-2]), int(s.shape[-1])) for s in srcs)
         pos, reference, spatial_shapes, start = _level_geometry(shapes, self.d_model, srcs[0].device)
         level_pos = torch.cat([self.level_embed[lvl].expand(h * w, -1) for lvl, (h, w) in enumerate(shapes)])
         src = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
-        memory = self.encoder(src, (pos.to(src.dtype) + level_pos)[None], reference, spatial_shapes, start)
+        batch = src.shape[0]
+        pos = (pos.to(src.dtype) + level_pos)[None].expand(batch, -1, -1)
+        memory = self.encoder(src, pos, reference.expand(batch, -1, -1, -1), spatial_shapes, start)
         return memory, spatial_shapes, start
 
     def forward(self, srcs, content, reference_boxes, bbox_embed, refine=True, attn_mask=None):

@@ -10,7 +10,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("pipeline.params", "validate params.yaml and print the effective values"),
     "track": ("pipeline.demo", "track a video or frame folder with a checkpoint: annotated video + MOT txt"),
-    "evaluate": ("pipeline.evaluation", "score MOTChallenge result files with TrackEval (any tracker's)"),
+    "export": ("motrv3.export", "export a checkpoint's per-frame network to ONNX (docs/export.md)"),
+    "evaluate": ("pipeline.steps.evaluate", "score MOTChallenge result files with TrackEval (any tracker's)"),
 }
 
 

@@ -9,16 +9,23 @@ boxes, identities and the trail of each identity's recent centres) and `<name>.t
 from __future__ import annotations
 
 import argparse
-import colorsys
 import os
 import sys
-from collections import defaultdict, deque
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
-from pipeline import mot_io
+import motrv3
+from motrv3.config import TrackingConfig, from_dict
+from pipeline.data.images import decode_image
+from pipeline.drawing import Annotator
+from pipeline.formats.motchallenge import read_seqinfo, write_results
+from pipeline.params import DataParams
+from pipeline.runtime import configure_process, resolve_device
+from pipeline.steps.track import run_online, warm_up
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 DEFAULT_FPS = 25.0
@@ -28,15 +35,13 @@ class FrameSource:
     """Frames of a video or an image folder as (1-based frame number, RGB uint8) pairs."""
 
     def __init__(self, path: str | Path):
-        import cv2
-
         self.path = Path(path)
         self.fps = DEFAULT_FPS
         self.files: list[Path] | None = None
         if self.path.is_dir():
             folder = self.path
             if (self.path / "seqinfo.ini").is_file():
-                info = mot_io.read_seqinfo(self.path / "seqinfo.ini")
+                info = read_seqinfo(self.path / "seqinfo.ini")
                 folder = self.path / info.im_dir
                 self.fps = info.frame_rate or DEFAULT_FPS
             self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -60,14 +65,13 @@ class FrameSource:
         return self.path.stem if self.path.is_file() else self.path.name
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        import cv2
-
         if self.files is not None:
             for number, file in enumerate(self.files, start=1):
-                image = cv2.imread(str(file), cv2.IMREAD_COLOR)
-                if image is None:
-                    raise ValueError(f"{file}: cannot decode the image")
-                yield number, cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+                try:
+                    image = decode_image(file.read_bytes())
+                except ValueError:
+                    raise ValueError(f"{file}: cannot decode the image") from None
+                yield number, image
             return
         capture = cv2.VideoCapture(str(self.path))
         try:
@@ -82,62 +86,16 @@ class FrameSource:
             capture.release()
 
 
-def identity_color(track_id: int) -> tuple[int, int, int]:
-    """A stable, well-spread BGR colour per identity (golden-ratio hue steps)."""
-    hue = (track_id * 0.618033988749895) % 1.0
-    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
-    return int(b * 255), int(g * 255), int(r * 255)
-
-
-class Annotator:
-    """Draws boxes, identities and trails; keeps each identity's last `trail` centres."""
-
-    def __init__(self, trail: int = 30):
-        self.trails: dict[int, deque] = defaultdict(lambda: deque(maxlen=max(1, trail)))
-
-    def draw(self, image_rgb: np.ndarray, tracks) -> np.ndarray:
-        import cv2
-
-        canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
-        thickness = max(1, round(min(canvas.shape[:2]) / 300))
-        for track in tracks:
-            x1, y1, x2, y2 = (int(round(float(v))) for v in track.box)
-            color = identity_color(int(track.track_id))
-            self.trails[int(track.track_id)].append(((x1 + x2) // 2, (y1 + y2) // 2))
-            points = np.asarray(self.trails[int(track.track_id)], dtype=np.int32).reshape(-1, 1, 2)
-            if len(points) > 1:
-                cv2.polylines(canvas, [points], False, color, thickness)
-            cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
-            label = str(int(track.track_id))
-            scale = 0.4 * thickness
-            (w, h), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-            top = max(0, y1 - h - base - 2)
-            cv2.rectangle(canvas, (x1, top), (x1 + w + 2, top + h + base + 2), color, -1)
-            cv2.putText(
-                canvas, label, (x1 + 1, top + h + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness
-            )
-        return canvas
-
-
-def rows_to_tracks(rows: np.ndarray) -> list:
-    """Result rows (frame, id, left, top, w, h, score) → `motrv3.Track`-like objects for drawing."""
-    from types import SimpleNamespace
-
-    return [
-        SimpleNamespace(track_id=int(r[1]), box=(r[2], r[3], r[2] + r[4], r[3] + r[5]), score=float(r[6]))
-        for r in rows
-    ]
-
-
 def tracking_settings(config: dict, size: int | None, max_size: int | None):
-    """Tracking config and test size: command line, else the checkpoint's config, else the paper's."""
-    from motrv3.config import TrackingConfig, from_dict
-
+    """Tracking config and test size: command line, else the checkpoint's config, else the schema's."""
     tracking_cfg = config.get("tracking") if isinstance(config, dict) else None
     tracking = from_dict(TrackingConfig, tracking_cfg) if isinstance(tracking_cfg, dict) else TrackingConfig()
     data = config.get("data") if isinstance(config, dict) else None
     data = data if isinstance(data, dict) else {}
-    return tracking, size or data.get("eval_size", 800), max_size or data.get("eval_max_size", 1536)
+    defaults = DataParams()  # the params schema is the one source of defaults
+    size = size or data.get("eval_size") or defaults.eval_size
+    max_size = max_size or data.get("eval_max_size") or defaults.eval_max_size
+    return tracking, size, max_size
 
 
 def run_demo(
@@ -150,25 +108,36 @@ def run_demo(
     trail: int = 30,
     threads: int | None = None,
     progress: bool = True,
+    backend: str = "auto",
 ) -> dict:
-    """Track `source` and write `<out>/<name>.mp4` and `<out>/<name>.txt`; returns paths and speed."""
-    import cv2
-    import torch
-    from tqdm import tqdm
+    """Track `source` and write `<out>/<name>.mp4` and `<out>/<name>.txt`; returns paths and speed.
 
-    import motrv3
-    from pipeline.tracking import resolve_device, run_online
-
+    backend: "torch", "onnxruntime" (an exported .onnx, docs/export.md, on CPU), or "auto" (by
+    the checkpoint's suffix)."""
     frames = FrameSource(source)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(threads or max(1, min(4, os.cpu_count() or 1)))
-    motrv3.retain_freed_memory()
-    model, config = motrv3.load_checkpoint(checkpoint)
-    device = resolve_device(device)
-    model = model.to(device).eval()
+    configure_process(threads)
+    if backend == "auto":
+        backend = "onnxruntime" if Path(checkpoint).suffix.lower() == ".onnx" else "torch"
+    if backend == "onnxruntime":
+        import torch
+
+        model, config = motrv3.load_onnx(checkpoint, threads=torch.get_num_threads())
+        device = "cpu"
+    else:
+        model, config = motrv3.load_checkpoint(checkpoint)
+        device = resolve_device(device)
+        model = model.to(device).eval()
     tracking, size, max_size = tracking_settings(config, size, max_size)
     tracker = motrv3.Tracker(model, tracking, size, max_size, device)
+    # FPS is the steady-state rate: the first step's one-time cost is measured and reported apart.
+    frame_iter = iter(frames)
+    first = next(frame_iter, None)
+    frame_iter.close()
+    if first is None:
+        raise ValueError(f"{source}: no frames")
+    warmup_seconds = warm_up(tracker, first[1])
 
     video_path, txt_path = out_dir / f"{frames.name}.mp4", out_dir / f"{frames.name}.txt"
     # OpenCV picks the container from the extension, so the temporary file keeps ".mp4".
@@ -200,14 +169,15 @@ def run_demo(
         partial.unlink(missing_ok=True)
         raise ValueError(f"{source}: no frames")
     os.replace(partial, video_path)
-    mot_io.write_results(txt_path, rows)
+    write_results(txt_path, rows)
     return {
         "video": str(video_path),
         "results": str(txt_path),
         "frames": count,
         "fps": count / model_seconds if model_seconds > 0 else 0.0,
         "fps_with_io": count / total if total > 0 else 0.0,
-        "device": device,
+        "warmup_seconds": warmup_seconds,
+        "device": device if backend == "torch" else f"{device} (onnxruntime)",
     }
 
 
@@ -215,7 +185,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="motrv3 track", description=__doc__.splitlines()[0])
     parser.add_argument("source", help="video file, folder of frames, or MOTChallenge sequence folder")
     parser.add_argument(
-        "--checkpoint", required=True, help="a motrv3 checkpoint (models/<method>/checkpoint.pt)"
+        "--checkpoint",
+        required=True,
+        help="a motrv3 checkpoint (models/<method>/checkpoint.pt) or an export (`motrv3 export`, .onnx)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnxruntime"),
+        default="auto",
+        help="auto: onnxruntime for a .onnx checkpoint, else torch (default: %(default)s)",
     )
     parser.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: %(default)s)")
@@ -240,12 +218,14 @@ def main(argv: list[str] | None = None) -> None:
             trail=args.trail,
             threads=args.threads,
             progress=not args.no_progress,
+            backend=args.backend,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         sys.exit(f"error: {error}")
     print(
         f"{summary['frames']} frames, {summary['fps']:.2f} FPS ({summary['fps_with_io']:.2f} with reading) "
-        f"on {summary['device']}\nvideo:   {summary['video']}\nresults: {summary['results']}"
+        f"on {summary['device']}, after a {summary['warmup_seconds']:.1f} s first-frame warm-up (not counted)"
+        f"\nvideo:   {summary['video']}\nresults: {summary['results']}"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pipeline.paths import REPO_ROOT
 
@@ -40,3 +41,57 @@ def setup_experiment(name: str, configured_uri: str | None = None, root: Path | 
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict → {'a.b.c': value} (MLflow params)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def log_scores(
+    run_id: str, scores: dict[str, Any], configured_uri: str | None = None, prefix: str = "", files=()
+) -> bool:
+    """An evaluation's numbers (HOTA, AssA, ..., FPS) onto the MLflow run of the training it scored.
+
+    The training run carries the params, so MLflow's Compare shows the scores beside them (an
+    ablation's `tgd.groups` beside its HOTA). Non-numeric and non-finite values are skipped;
+    `files` become artifacts under `evaluation/`. Returns False when the store has no such run.
+    """
+    import math
+    import time
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri(configured_uri))
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        return False
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"{prefix}{key}", float(value), now, 0)
+        for key, value in scores.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ]
+    for start in range(0, len(metrics), 500):  # MLflow's limit per batch is 1000 metrics
+        client.log_batch(run_id, metrics=metrics[start : start + 500])
+    for path in files:
+        client.log_artifact(run_id, str(path), "evaluation")
+    return True
+
+
+def metric_name(*parts: str) -> str:
+    """A metric name MLflow accepts from labels such as "MOTR (baseline)" → `MOTR_baseline`."""
+    import re
+
+    return "/".join(re.sub(r"[^A-Za-z0-9\-.]+", "_", part).strip("_") or "_" for part in parts)

@@ -87,7 +87,7 @@ class SyntheticParams(_Section):
 
     seed: int = 0
     sequences: dict[str, int] = Field(default_factory=lambda: {"train": 6, "val": 3, "test": 2})
-    frames: int = 60
+    frames: int = Field(60, ge=1)
     frame_rate: int = 20
     width: int = 640
     height: int = 384
@@ -110,9 +110,9 @@ class SyntheticParams(_Section):
 class DataParams(_Section):
     """Clip sampling and augmentation (§4.2: 5-frame clips, sampling interval 1..10)."""
 
-    clip_length: int = 5
-    sample_interval_min: int = 1
-    sample_interval_max: int = 10
+    clip_length: int = Field(5, ge=1)
+    sample_interval_min: int = Field(1, ge=1)
+    sample_interval_max: int = Field(10, ge=1)
     train_scales: list[int] = Field(default_factory=lambda: [608, 640, 672, 704, 736, 768, 800])
     train_max_size: int = 1536
     random_crop: bool = True
@@ -120,19 +120,18 @@ class DataParams(_Section):
     eval_size: int = 800
     eval_max_size: int = 1536
     static_shift: float = 0.05  # CrowdHuman images → clips by random shifts of this fraction
-    row_group_frames: int = 16
-    loader_workers: int = 0
+    row_group_frames: int = Field(16, ge=1)
 
 
 class TrainParams(_Section):
     """Optimisation (§4.2) and the Ray Train job."""
 
-    workers: int = 1
+    workers: int = Field(1, ge=1)
     use_gpu: bool = False
-    cpus_per_worker: int = 1
-    batch_size: int = 8  # clips per optimiser step, over all workers
-    epochs: int = 5  # DanceTrack 5, MOT17 50
-    lr_drop: int = 4  # epoch at which the lr is divided by 10 (DanceTrack 4, MOT17 40)
+    cpus_per_worker: int = Field(1, ge=1)
+    batch_size: int = Field(8, ge=1)  # clips per optimiser step, over all workers
+    epochs: int = Field(5, ge=1)  # DanceTrack 5, MOT17 50
+    lr_drop: int = Field(4, ge=1)  # epoch at which the lr is divided by 10 (DanceTrack 4, MOT17 40)
     lr: float = 2.0e-4
     lr_backbone: float = 2.0e-5
     weight_decay: float = 1.0e-4
@@ -141,6 +140,16 @@ class TrainParams(_Section):
     max_steps_per_epoch: int | None = None
     checkpoint_every_steps: int = 0  # 0: only at epoch ends
     max_failures: int = 1
+    # Deformable DETR's lr_linear_proj_mult (MOTR/MOTRv2 keep it): the attention's sampling
+    # offsets and reference points learn at lr × this.
+    lr_linear_proj_mult: float = Field(0.1, gt=0)
+    warmup_steps: int = Field(0, ge=0)  # linear lr warm-up over the first steps (short CPU runs)
+    # MOTR's sampler_lengths: clip length per epoch (the last repeats), e.g. [2, 3, 4, 5]; empty:
+    # data.clip_length throughout.
+    clip_lengths: list[int] = Field(default_factory=list)
+    # A clip's frames share one batched backbone pass (false: frame by frame, the old path).
+    batch_frames: bool = True
+    validate_every_epochs: int = Field(1, ge=0)  # val-split metrics (learning curve); 0: never
     # Weights to start from (§4.2: a COCO-pretrained Deformable-DETR; the cpu profile: our detector).
     init_checkpoint: str | None = None
     storage_path: str | None = None  # Ray Train runs (shared FS/URI on a cluster); None: models/.ray_train
@@ -149,10 +158,18 @@ class TrainParams(_Section):
 class DetectorParams(_Section):
     """The in-pipeline pseudo-label detector: our Deformable-DETR in detection-only mode."""
 
-    epochs: int = 5
-    lr_drop: int = 4
+    epochs: int = Field(5, ge=1)
+    lr_drop: int = Field(4, ge=1)
     max_steps_per_epoch: int | None = None
     init_checkpoint: str | None = None  # e.g. a Deformable-DETR COCO checkpoint
+    # A detector needs no clips: each training item is `frames` frames of one sequence (one
+    # augmentation), forwarded as one batch; `train.batch_size` items make a step.
+    frames: int = Field(1, ge=1)
+    batch_size: int | None = Field(None, ge=1)  # items per step; None: train.batch_size
+    query_groups: int = Field(1, ge=1)  # Group DETR detect-query groups (model.detect_query_groups)
+    lr: float | None = None  # None: train.lr
+    lr_backbone: float | None = None  # None: train.lr_backbone
+    warmup_steps: int | None = None  # None: train.warmup_steps
 
 
 class DetfileSpec(_Section):
@@ -189,14 +206,14 @@ class PseudoLabelsParams(_Section):
     detfile: dict[str, DetfileSpec] = Field(default_factory=dict)  # source `detfile:<name>`
     torchvision: dict[str, TorchvisionSpec] = Field(default_factory=dict)  # source `torchvision:<name>`
     workers: int | None = None  # Ray Data workers; None: one per GPU, else one per CPU; 1: in-process
-    batch_size: int = 4  # frames per Ray Data batch
+    batch_size: int = Field(4, ge=1)  # frames per Ray Data batch
 
 
 class TrackParams(_Section):
     """Running a checkpoint over a split (`stages/track.py`)."""
 
-    workers: int = 1  # > 1: sequences in parallel on Ray actors
-    cpus_per_worker: int = 2  # torch threads per worker
+    workers: int = Field(1, ge=1)  # > 1: sequences in parallel on Ray actors
+    cpus_per_worker: int = Field(2, ge=1)  # torch threads per worker
     device: str = "auto"  # auto | cpu | cuda[:N]
     checkpoint: str | None = None  # None: models/<method>/checkpoint.pt
     save_video: bool = False  # also write an annotated <seq>.mp4 per sequence
@@ -208,6 +225,18 @@ class EvaluateParams(_Section):
     # MOT17/MOT16/MOT20 (distractor preprocessing) | DanceTrack | synthetic | custom (class 1 only);
     # None: derived from dataset.name
     benchmark: str | None = None
+
+
+class BaselinesParams(_Section):
+    """Tracking-by-detection rows of Table 1 (`stages/baselines.py`): the `trackers` package's
+    trackers on our detector's boxes (`pseudo_labels.detector_checkpoint`) of the eval split."""
+
+    trackers: list[Literal["bytetrack", "ocsort", "sort"]] = Field(
+        default_factory=lambda: ["bytetrack", "ocsort", "sort"]
+    )
+    det_threshold: float = Field(0.1, ge=0.0, le=1.0)  # boxes the trackers see (ByteTrack's low τ = 0.1)
+    # Constructor keywords per tracker over the package's defaults, e.g. {bytetrack: {high_conf_det_threshold: 0.5}}
+    tracker_args: dict[str, dict[str, float | int]] = Field(default_factory=dict)
 
 
 class MLflowParams(_Section):
@@ -226,8 +255,7 @@ class SweepParams(_Section):
     """Ray Tune ablations (Tables 3-5): every row a trial of train → track → evaluate."""
 
     seeds: list[int] = Field(default_factory=lambda: [0])  # one trial per (row, seed)
-    tables: list[int] = Field(default_factory=lambda: [3, 4, 5])
-    max_concurrent_trials: int = 1
+    max_concurrent_trials: int = Field(1, ge=1)
     trial_cpus: float = 0.01  # the trial driver only waits; the TorchTrainer workers hold the CPUs
     storage_path: str = "ray_results"  # Tune experiment dirs (relative to the repo root)
     split: str | None = None  # split the rows are evaluated on; None = dataset.eval_split (§4.4: val)
@@ -236,15 +264,13 @@ class SweepParams(_Section):
 
 
 class ScalingParams(_Section):
-    """Backbone scaling study (§4.4 "Model scaling up", Fig. 4): baseline and MOTRv3 per backbone."""
+    """Backbone scaling study (§4.4 "Model scaling up", Fig. 4): baseline and MOTRv3 per backbone.
+
+    The paper's backbones by default; the `cpu` profile scales over small ResNets 2 cores can train.
+    """
 
     backbones: list[str] = Field(
         default_factory=lambda: ["resnet50", "convnext_tiny", "convnext_small", "convnext_base"]
-    )
-    # What the `cpu` profile scales over instead: four timm backbones of growing size that 2 cores
-    # can train (5 → 22 M parameters, as the paper's 25 → 89 M).
-    cpu_backbones: list[str] = Field(
-        default_factory=lambda: ["resnet10t", "resnet18", "resnet26", "resnet34"]
     )
     methods: list[str] = Field(default_factory=lambda: ["motr", "motrv3"])
 
@@ -272,6 +298,7 @@ class Params(BaseModel):
     pseudo_labels: PseudoLabelsParams = Field(default_factory=PseudoLabelsParams)
     track: TrackParams = Field(default_factory=TrackParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    baselines: BaselinesParams = Field(default_factory=BaselinesParams)
     mlflow: MLflowParams = Field(default_factory=MLflowParams)
     ray: RayParams = Field(default_factory=RayParams)
     sweep: SweepParams = Field(default_factory=SweepParams)
@@ -280,6 +307,26 @@ class Params(BaseModel):
     def as_dict(self) -> dict[str, Any]:
         """The effective values, without the profile table (for logging and checkpoints)."""
         return self.model_dump(mode="json", exclude={"profiles"})
+
+
+# The ablations' baseline (Table 3 row 1, the `motr` method): MOTR with anchor queries, i.e. the
+# three MOTRv3 supervisions off. The one definition; trainers and sweeps derive from it.
+BASELINE_OFF = ("rfs", "pld", "tgd")
+
+
+def baseline(params: Params) -> Params:
+    """A copy of `params` with RFS, PLD and TGD off."""
+    effective = params.model_copy(deep=True)
+    for section in BASELINE_OFF:
+        getattr(effective, section).enabled = False
+    return effective
+
+
+def switch_overrides(rfs: bool, pld: bool, tgd: bool) -> tuple[str, ...]:
+    """`--set` overrides that turn each supervision on or off (`switch_overrides(False, False, False)`: the baseline)."""
+    return tuple(
+        f"{section}.enabled={str(flag).lower()}" for section, flag in zip(BASELINE_OFF, (rfs, pld, tgd), strict=True)
+    )
 
 
 def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -326,11 +373,11 @@ def resolve(
         raise ParamsError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
     for text in overrides:
         raw = deep_merge(raw, parse_override(text))
-    profile = raw.get("profile", "paper")
+    profile = raw.get("profile", Params.model_fields["profile"].default)
     profiles = raw.get("profiles") or {}
     if not isinstance(profiles, dict):
         raise ParamsError(f"{source}: profiles: must be a mapping of profile name to sections")
-    if profile != "paper" and profile not in profiles:
+    if profile != Params.model_fields["profile"].default and profile not in profiles:
         raise ParamsError(
             f"{source}: profile: unknown profile {profile!r}; defined: {sorted(profiles) or 'none'}"
         )

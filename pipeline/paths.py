@@ -18,6 +18,12 @@ MODELS_DIR = Path("models")  # train_detector / train → checkpoints
 RESULTS_DIR = Path("results")  # track → MOTChallenge result files
 METRICS_DIR = Path("metrics")  # evaluate → metrics JSON/CSV
 REPORTS_DIR = Path("reports")  # tables / figures
+FPS_FILE = "fps.json"  # track → results/<method>/<split>/fps.json (Table 6 speed), read by evaluate
+
+
+def results_dir(method: str, split: str) -> Path:
+    """Where the track step writes a method's result files for a split."""
+    return RESULTS_DIR / method / split
 
 
 @contextmanager

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 
-# Ray reads these at import/start time. Loopback sockets only (see shared stack notes).
+# Ray reads these at start time (set before `ray.init`, inherited by its processes): loopback
+# sockets only, and a faster, quieter Ray Train start-up (shared stack notes).
 LOOPBACK_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_AUTH_MODE": "disabled",
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
 

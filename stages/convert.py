@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipeline.console import add_console_arguments, say, stage_console
 from pipeline.params import add_params_arguments, params_from_args
 from pipeline.paths import CLIPS_DIR
 
@@ -13,10 +14,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.convert", description=__doc__)
     add_params_arguments(parser)
     parser.add_argument("--out", default=str(CLIPS_DIR), help="output folder (default: %(default)s)")
+    add_console_arguments(parser)
     args = parser.parse_args(argv)
     params = params_from_args(args)
-    from pipeline.data.convert import convert
-    from pipeline.data.errors import DataError
+    with stage_console("convert", args.verbose):
+        _convert(args, params)
+
+
+def _convert(args: argparse.Namespace, params) -> None:
+    from pipeline.formats.errors import DataError
+    from pipeline.steps.convert import run as convert
 
     try:
         manifests = convert(params, args.out)
@@ -25,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {error}{hint}")
     for split, manifest in manifests.items():
         totals, skipped = manifest["totals"], manifest["skipped"]
-        print(
+        say(
             f"convert {split}: {totals['sequences']} sequences, {totals['frames']} frames, {totals['objects']} objects, {skipped['total']} skipped {skipped['counts'] or ''}"
         )
 

@@ -3,6 +3,8 @@
 Ground truth comes from the converted split (`data/clips/<split>/`, exported to MOTChallenge
 layout). Labelled: `metrics/<method>.json` (flat, percentages, plus FPS from the track stage's
 fps.json) and `metrics/<method>_per_sequence.csv`. Unlabelled (test): `results/<method>/<split>-submission.zip`.
+The scores (and FPS) also go onto the MLflow run of the training behind the results (named in
+fps.json by the track stage), so MLflow's Compare shows them beside that training's params.
 To score any other folder: `motrv3 evaluate --gt DIR --results DIR`.
 """
 
@@ -11,11 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
+from pipeline.console import add_console_arguments, say, stage_console
 from pipeline.params import add_params_arguments, params_from_args
-from pipeline.paths import CLIPS_DIR, METRICS_DIR
+from pipeline.paths import CLIPS_DIR, FPS_FILE, METRICS_DIR, results_dir
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,56 +32,59 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--metrics-dir", default=str(METRICS_DIR), help="where metrics go (default: %(default)s)"
     )
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log the scores to MLflow")
+    add_console_arguments(parser)
     args = parser.parse_args(argv)
     params = params_from_args(args)
+    with stage_console(f"evaluate_{args.method}", args.verbose):
+        _evaluate(args, params)
 
-    from pipeline import evaluation, mot_io, submission
-    from pipeline.data.loader import export_motchallenge_gt, list_sequences
-    from pipeline.data.parquet_io import read_manifest
-    from pipeline.tracking import FPS_FILE, results_dir
+
+def _evaluate(args: argparse.Namespace, params) -> None:
+    from pipeline.formats.errors import DataError
+    from pipeline.steps import evaluate, submission
 
     split = args.split or params.dataset.eval_split
-    benchmark = params.evaluate.benchmark or evaluation.DATASET_BENCHMARK[params.dataset.name]
     results = Path(args.results) if args.results else results_dir(args.method, split)
-    dataset_dir = Path(args.clips) / split
     if not results.is_dir():
         sys.exit(f"error: {results}: no results (run the track stage)")
-    try:
-        with tempfile.TemporaryDirectory(prefix="motrv3-gt-") as gt_dir:
-            labelled = export_motchallenge_gt(dataset_dir, gt_dir)
-            if not labelled:
-                # A test split: validate and package the results for the benchmark's server.
-                entries = read_manifest(dataset_dir)["sequences"]
-                sequences = [
-                    evaluation.GroundTruthSequence(
-                        name, mot_io.SeqInfo(name, entries[name]["last_frame"]), None
-                    )
-                    for name in list_sequences(dataset_dir)
-                ]
-                archive = submission.submission_path(args.method, split)
-                names = submission.make_submission(results, sequences, benchmark, archive)
-                print(
-                    f"{split} has no labels: wrote {archive} ({len(names)} files) for the {benchmark} server"
-                )
-                return
-            unlabelled = sorted(set(list_sequences(dataset_dir)) - set(labelled))
-            if unlabelled:
-                raise FileNotFoundError(
-                    f"{dataset_dir}: sequences {unlabelled} have no ground truth, others do"
-                )
-            result = evaluation.evaluate_folder(gt_dir, results, benchmark)
-    except (mot_io.MOTFormatError, FileNotFoundError, ValueError, evaluation.EvaluationError) as error:
-        sys.exit(f"error: {error}")
-    extra = {}
-    fps_file = results / FPS_FILE
-    if fps_file.is_file():
-        extra["FPS"] = float(json.loads(fps_file.read_text())["fps"])
-    metrics_dir = Path(args.metrics_dir)
     # The eval split's metrics are the method's headline numbers; other splits get their own name.
     stem = args.method if split == params.dataset.eval_split else f"{args.method}_{split}"
-    evaluation.write_metrics_json(result, metrics_dir / f"{stem}.json", **extra)
-    evaluation.write_per_sequence_csv(result, metrics_dir / f"{stem}_per_sequence.csv")
-    print(evaluation.format_table(result))
+    try:
+        outcome = evaluate.run(
+            params,
+            results,
+            Path(args.clips) / split,
+            args.metrics_dir,
+            stem,
+            submission_archive=submission.submission_path(args.method, split),
+        )
+    except (DataError, FileNotFoundError, ValueError, evaluate.EvaluationError) as error:
+        sys.exit(f"error: {error}")
+    if isinstance(outcome, Path):
+        say(f"{split} has no labels: wrote {outcome} for the {evaluate.benchmark_of(params)} server")
+        return
+    say(evaluate.format_table(outcome))
+    if not args.no_mlflow:
+        say(log_to_training_run(params, results, Path(args.metrics_dir), stem, split))
+
+
+def log_to_training_run(params, results: Path, metrics_dir: Path, stem: str, split: str) -> str:
+    """The scores onto the training's MLflow run (prefixed `<split>/` for a split other than the
+    eval split); returns the line to show."""
+    from pipeline.mlflow_utils import log_scores
+
+    fps_file = results / FPS_FILE
+    timing = json.loads(fps_file.read_text()) if fps_file.is_file() else {}
+    run_id = (timing.get("training") or {}).get("mlflow_run_id")
+    if not run_id:
+        return "MLflow: no training run recorded with these results (not from the train stage); not logged"
+    scores = json.loads((metrics_dir / f"{stem}.json").read_text())
+    prefix = "" if split == params.dataset.eval_split else f"{split}/"
+    files = [metrics_dir / f"{stem}.json", metrics_dir / f"{stem}_per_sequence.csv"]
+    if not log_scores(run_id, scores, params.mlflow.tracking_uri, prefix, files):
+        return f"MLflow: training run {run_id} is not in the store; scores not logged"
+    return f"MLflow: {prefix}HOTA and {len(scores) - 1} more scores logged on training run {run_id}"
 
 
 if __name__ == "__main__":

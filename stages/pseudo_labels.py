@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipeline.console import add_console_arguments, say, stage_console
 from pipeline.params import add_params_arguments, params_from_args
 
 
@@ -22,18 +23,23 @@ def main(argv: list[str] | None = None) -> None:
         "--split", default=None, help="converted split to label (default: dataset.train_split)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_console_arguments(parser)
     args = parser.parse_args(argv)
     params = params_from_args(args)
+    with stage_console("pseudo_labels", args.verbose):
+        _pseudo_labels(args, params)
 
-    from pipeline.data.errors import DataError
-    from pipeline.pseudo_labels import run_pseudo_labels
+
+def _pseudo_labels(args: argparse.Namespace, params) -> None:
+    from pipeline.formats.errors import DataError
+    from pipeline.steps import pseudo_labels
 
     try:
-        manifest = run_pseudo_labels(params, split=args.split, progress=not args.no_progress)
+        manifest = pseudo_labels.run(params, split=args.split, progress=not args.no_progress)
     except (DataError, ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
     counts = ", ".join(f"{name}: {entry['boxes']} boxes" for name, entry in manifest["sources"].items())
-    print(f"pseudo labels for {manifest['split']}: {counts}")
+    say(f"pseudo labels for {manifest['split']}: {counts}")
 
 
 if __name__ == "__main__":

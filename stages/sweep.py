@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipeline.console import add_console_arguments, say, stage_console
 from pipeline.params import add_params_arguments, params_from_args
 
 
@@ -25,12 +26,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--runner",
         default=None,
-        help="module:function a trial calls (default: pipeline.sweep:train_track_evaluate, the real stages)",
+        help="module:function a trial calls (default: pipeline.studies.sweep:train_track_evaluate, the real stages)",
     )
+    add_console_arguments(parser)
     args = parser.parse_args(argv)
     params = params_from_args(args)
+    with stage_console(f"table{args.table}" if hasattr(args, "table") else "scaling", args.verbose):
+        _run(args, params)
 
-    from pipeline.sweep import DEFAULT_RUNNER, SweepError, run_table
+
+def _run(args: argparse.Namespace, params) -> None:
+    from pipeline.studies.sweep import DEFAULT_RUNNER, SweepError, run_table
 
     try:
         outcome, written = run_table(
@@ -45,8 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     except SweepError as error:
         sys.exit(f"error: {error}")
     for path in written:
-        print(path)
-    print(f"MLflow parent run: {outcome.parent_run_id}")
+        say(str(path))
+    say(f"MLflow parent run: {outcome.parent_run_id}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """Stage `tables`: Table 1, Table 6, Fig. 2 and Fig. 6 under reports/, and the same in an MLflow run.
 
-Reads `metrics/{motr,motrv3}.json` (+ `metrics/detector.json`, computed here from
-`data/pseudo_labels/` when no stage wrote it), `results/<method>/<split>/fps.json` and
+Reads `metrics/{motr,motrv3}.json`, `data/pseudo_labels/` (scored into `metrics/detector.json`), `results/<method>/<split>/fps.json` and
 `models/<method>/assignment_stats.json`.
 """
 
@@ -11,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipeline.console import add_console_arguments, say, stage_console
 from pipeline.params import add_params_arguments, params_from_args
 
 
@@ -22,20 +22,33 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", default=None, help="reports directory (default: <root>/reports)")
     parser.add_argument("--no-mlflow", action="store_true", help="write the files only")
+    add_console_arguments(parser)
     args = parser.parse_args(argv)
     params = params_from_args(args)
+    with stage_console("tables", args.verbose):
+        _tables(args, params)
 
-    from pipeline.reports import ReportError, build_tables
+
+def _tables(args: argparse.Namespace, params) -> None:
+    from pipeline.steps import tables
+    from pipeline.studies.reports import ReportError
 
     root = Path(args.root)
     try:
-        written = build_tables(
-            params, root=root, out_dir=Path(args.out) if args.out else None, mlflow=not args.no_mlflow
+        written = tables.run(
+            params, root=root, out_dir=Path(args.out) if args.out else None, log_mlflow=not args.no_mlflow
         )
     except ReportError as error:
         sys.exit(f"error: {error}")
-    for path in written:
-        print(path)
+    tables = [str(path) for path in written if path.suffix == ".md"]
+    figures = [path for path in written if path.suffix == ".png"]
+    say(
+        f"wrote {', '.join(tables)} (+ CSVs), {len(figures)} figures in {figures[0].parent if figures else '-'}"
+    )
+    if not args.no_mlflow:
+        say(
+            f"MLflow: run 'tables' in experiment '{params.mlflow.experiment}', rows as metrics (table1/<row>/HOTA, ...)"
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Stage `track`: run a trained checkpoint over every sequence of a split → MOTChallenge results + fps.json.
 
 Reads `data/clips/<split>/` and `models/<method>/checkpoint.pt`; writes
-`results/<method>/<split>/<seq>.txt` and `fps.json` (the folder is replaced atomically).
+`results/<method>/<split>/<seq>.txt` and `fps.json` (the folder is replaced atomically): the
+steady-state FPS, the first frame's warm-up apart, and the training run behind the checkpoint
+(its MLflow run id, where the evaluate stage logs the scores).
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipeline.console import add_console_arguments, say, stage_console
 from pipeline.params import add_params_arguments, params_from_args
-from pipeline.paths import CLIPS_DIR, MODELS_DIR
+from pipeline.paths import CLIPS_DIR, results_dir
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,42 +29,31 @@ def main(argv: list[str] | None = None) -> None:
         "--clips", default=str(CLIPS_DIR), help="converted datasets folder (default: %(default)s)"
     )
     parser.add_argument("--out", help="results folder (default: results/<method>/<split>)")
+    parser.add_argument("--no-progress", action="store_true", help="no live bar: one line per sequence")
+    add_console_arguments(parser)
     args = parser.parse_args(argv)
     params = params_from_args(args)
 
-    from pipeline.tracking import TrackSettings, results_dir, track_split
+    from pipeline.steps import track
 
     split = args.split or params.dataset.eval_split
-    checkpoint = Path(
-        args.checkpoint or params.track.checkpoint or MODELS_DIR / args.method / "checkpoint.pt"
-    )
+    checkpoint = Path(args.checkpoint) if args.checkpoint else track.default_checkpoint(params, args.method)
     dataset_dir = Path(args.clips) / split
     if not checkpoint.is_file():
         sys.exit(f"error: {checkpoint}: no such checkpoint (run the train stage, or pass --checkpoint)")
     if not dataset_dir.is_dir():
         sys.exit(f"error: {dataset_dir}: no converted split (run the convert stage)")
-    settings = TrackSettings(
-        checkpoint=str(checkpoint),
-        tracking=params.tracking.to_config(),
-        size=params.data.eval_size,
-        max_size=params.data.eval_max_size,
-        device=params.track.device,
-        threads=params.track.cpus_per_worker,
-    )
     out_dir = Path(args.out) if args.out else results_dir(args.method, split)
-    summary = track_split(
-        settings,
-        dataset_dir,
-        out_dir,
-        workers=params.track.workers,
-        ray_address=params.ray.address,
-        save_video=params.track.save_video,
-        extra_info={"method": args.method, "split": split},
-    )
-    print(
-        f"{out_dir}: {summary['sequences_count']} sequences, {summary['frames']} frames, "
-        f"{summary['fps']:.2f} FPS ({summary['fps_with_io']:.2f} with reading and decoding) on {summary['device']}"
-    )
+    with stage_console(f"track_{args.method}", args.verbose):
+        info = {"method": args.method, "split": split, "training": track.training_record(checkpoint)}
+        summary = track.run(
+            params, checkpoint, dataset_dir, out_dir, extra_info=info, progress=not args.no_progress
+        )
+        say(
+            f"{out_dir}: {summary['sequences_count']} sequences, {summary['frames']} frames, "
+            f"{summary['fps']:.2f} FPS ({summary['fps_with_io']:.2f} with reading and decoding) on "
+            f"{summary['device']}, after a {summary['warmup_seconds']:.1f} s first-frame warm-up"
+        )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ sections as configured. Re-running an unchanged config resumes from its last che
 
 from __future__ import annotations
 
-from pipeline.training import stage_main, stage_parser
+from pipeline.steps.train.driver import stage_main, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,7 @@ the `detector.*` schedule (epochs, lr_drop, max_steps_per_epoch).
 
 from __future__ import annotations
 
-from pipeline.training import stage_main, stage_parser
+from pipeline.steps.train.driver import stage_main, stage_parser
 
 
 def main(argv: list[str] | None = None) -> None:

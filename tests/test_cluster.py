@@ -168,9 +168,9 @@ TINY = [
 def test_ray_job_submit_runs_stages_train_and_logs_to_mlflow(tmp_path: Path):
     import mlflow
 
-    from pipeline.data.convert import convert_split
     from pipeline.data.synthetic import generate
     from pipeline.params import resolve
+    from pipeline.steps.convert import convert_split
 
     params = resolve({}, TINY)
     generate(params.synthetic, tmp_path / "raw", progress=False)

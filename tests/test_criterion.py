@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from motrv3.config import LossConfig, ModelConfig, PLDConfig, RFSConfig, TGDConfig
-from motrv3.criterion import ClipCriterion, build_criterion, clip_loss, identity_assignment
+from motrv3.criterion import ClipCriterion, build_criterion, clip_loss, identity_assignment, validate_output
+from motrv3.matcher import build_matcher
 from motrv3.structures import FrameLossResult, FrameOutput
 
 FAR = [0.9, 0.9, 0.05, 0.05]  # a box overlapping nothing in these tests
@@ -39,8 +40,10 @@ def make_target(boxes, obj_ids, pseudo_boxes=(), pseudo_scores=()) -> dict:
 
 
 def make_criterion(rfs=False, pld=False, tgd=False, rfs_layers=None, aux_loss=True) -> ClipCriterion:
+    loss_cfg = LossConfig(aux_loss=aux_loss)
     return ClipCriterion(
-        LossConfig(aux_loss=aux_loss),
+        build_matcher(loss_cfg),
+        loss_cfg,
         RFSConfig(enabled=rfs, layers=rfs_layers),
         PLDConfig(enabled=pld),
         TGDConfig(enabled=tgd),
@@ -73,7 +76,7 @@ def test_loss_terms_of_one_query_and_one_box_by_hand():
     giou = 0.01 / 0.07 - (0.09 - 0.07) / 0.09  # hand-worked in test_matcher
     assert losses["det_giou"] == pytest.approx(2 * (1 - giou), rel=1e-5)
     assert result.num_objects == 1.0
-    assert result.det_matched_ids.tolist() == [7]
+    assert result.query_ids.tolist() == [7] and result.query_labels.tolist() == [0]
 
 
 def test_background_query_pays_only_the_negative_focal_term():
@@ -83,7 +86,7 @@ def test_background_query_pays_only_the_negative_focal_term():
     expected = 2 * (focal_positive(0.5) + focal_negative(1.5))
     assert result.losses["det_cls"].item() == pytest.approx(expected, rel=1e-5)
     assert result.losses["det_l1"].item() == pytest.approx(0.0, abs=1e-6)
-    assert result.det_matched_ids.tolist() == [7, -1]
+    assert result.query_ids.tolist() == [7, -1]
 
 
 def test_track_query_keeps_its_identity_even_when_a_detect_query_is_closer():
@@ -99,8 +102,9 @@ def test_track_query_keeps_its_identity_even_when_a_detect_query_is_closer():
     result = make_criterion().frame_loss(out, make_target([a_box, c_box], [10, 30]), tensor_ids(10, -1))
     for assigned in result.assignments["det"]:
         assert assigned.tolist() == [-1, 1, 0, -1]  # det0 background, det1 → C, track0 → A, FP track bg
-    assert result.det_matched_ids.tolist() == [-1, 30]
-    assert result.track_matched.tolist() == [True, False]
+    # Ψ: det1 becomes identity 30, track0 keeps 10; the FP track found no free label (C went to det1)
+    assert result.query_ids.tolist() == [-1, 30, 10, -1]
+    assert result.query_labels.tolist() == [-1, 1, 0, -1]
     assert result.num_objects == 2.0
 
 
@@ -114,7 +118,7 @@ def test_detect_queries_match_at_every_layer_independently():
     out = make_output([[a_box, b_box], [b_box, a_box]], num_det=2, num_track=0)
     result = make_criterion().frame_loss(out, make_target([a_box, b_box], [1, 2]), tensor_ids())
     assert result.assignments["det"].tolist() == [[0, 1], [1, 0]]
-    assert result.det_matched_ids.tolist() == [2, 1]  # from the last layer
+    assert result.query_ids.tolist() == [2, 1]  # from the last layer
 
 
 def test_aux_loss_off_supervises_only_the_last_layer():
@@ -133,13 +137,13 @@ def test_empty_frame_and_no_queries():
     result = make_criterion().frame_loss(out, make_target([], []), tensor_ids())
     assert result.num_objects == 1.0  # clamped
     assert result.losses["det_cls"].item() == pytest.approx(2 * focal_negative(0.0), rel=1e-5)
-    assert result.det_matched_ids.tolist() == [-1]
+    assert result.query_ids.tolist() == [-1]
     empty = FrameOutput(torch.zeros(2, 0, 1), torch.zeros(2, 0, 4), torch.zeros(0, 8), 0, 0)
     result = make_criterion(rfs=True).frame_loss(
         empty, make_target([[0.5, 0.5, 0.2, 0.2]], [3]), tensor_ids()
     )
     assert result.losses["det_cls"].item() == 0.0
-    assert result.det_matched_ids.numel() == 0
+    assert result.query_ids.numel() == 0
 
 
 def test_loss_has_gradients_for_the_supervised_queries():
@@ -159,8 +163,8 @@ def test_clip_loss_is_eq5():
         return FrameLossResult(
             losses={k: torch.tensor(v) for k, v in values.items()},
             num_objects=num_objects,
-            det_matched_ids=tensor_ids(),
-            track_matched=torch.zeros(0, dtype=torch.bool),
+            query_ids=tensor_ids(),
+            query_labels=tensor_ids(),
         )
 
     frames = [frame({"det_cls": 3.0, "pld_cls": 1.5}, 3.0), frame({"det_cls": 2.0, "pld_cls": 0.5}, 1.0)]
@@ -182,21 +186,61 @@ def test_bad_input_names_the_field():
     criterion = make_criterion()
     out = make_output([[[0.5, 0.5, 0.2, 0.2]] * 3], num_det=1, num_track=1)  # 3 queries, expected 2
     with pytest.raises(ValueError, match="M \\+ N \\+ G·N"):
-        criterion.frame_loss(out, make_target([], []), tensor_ids(1))
+        validate_output(out, 1, tensor_ids(1))
     out = make_output([[[0.5, 0.5, 0.2, 0.2]] * 2], num_det=1, num_track=1)
     with pytest.raises(ValueError, match="track_ids"):
-        criterion.frame_loss(out, make_target([], []), tensor_ids(1, 2))
+        validate_output(out, 1, tensor_ids(1, 2))
+    with pytest.raises(ValueError, match="1 classes, criterion built for 2"):
+        validate_output(out, 2, tensor_ids(1))
+    good = make_target([[0.5, 0.5, 0.2, 0.2]], [1])
     target = make_target([[0.5, 0.5, 0.2, 0.2]], [1])
     del target["obj_ids"]
-    with pytest.raises(ValueError, match="obj_ids"):
-        criterion.frame_loss(out, target, tensor_ids(1))
-    with pytest.raises(ValueError, match="obj_ids repeats"):
-        criterion.frame_loss(out, make_target([[0.5, 0.5, 0.2, 0.2]] * 2, [4, 4]), tensor_ids(1))
+    with pytest.raises(ValueError, match="frame 1: target: missing key.*obj_ids"):
+        criterion.validate_targets([good, target])
+    with pytest.raises(ValueError, match="frame 1: target obj_ids repeats"):
+        criterion.validate_targets([good, make_target([[0.5, 0.5, 0.2, 0.2]] * 2, [4, 4])])
+    bad_class = make_target([[0.5, 0.5, 0.2, 0.2]], [1])
+    bad_class["labels"] = torch.tensor([1])
+    with pytest.raises(ValueError, match="frame 0: target labels \\[1\\] outside 0..0"):
+        criterion.validate_targets([bad_class])
     target = make_target([[0.5, 0.5, 0.2, 0.2]], [1])
     del target["pseudo_boxes"]
     with pytest.raises(ValueError, match="pseudo_boxes"):
-        make_criterion(pld=True).frame_loss(out, target, tensor_ids(1))
+        make_criterion(pld=True).validate_targets([target])
+    criterion.validate_targets([good, good])  # a good clip passes
     with pytest.raises(ValueError, match="rfs.layers"):
         build_criterion(
             ModelConfig(dec_layers=3), LossConfig(), RFSConfig(layers=[2]), PLDConfig(), TGDConfig()
         )
+    with pytest.raises(ValueError, match="tgd.groups"):
+        build_criterion(ModelConfig(), LossConfig(), RFSConfig(), PLDConfig(), TGDConfig(groups=0))
+
+
+def test_validation_is_once_per_clip_not_in_frame_loss():
+    """frame_loss is the hot path: it trusts its input (checked by the runner per clip)."""
+    out = make_output([[[0.5, 0.5, 0.2, 0.2]]], num_det=1, num_track=0)
+    target = make_target([[0.5, 0.5, 0.2, 0.2]], [1])
+    del target["pseudo_boxes"]  # would fail validate_targets with PLD on; PLD is off here
+    make_criterion().frame_loss(out, target, tensor_ids())
+
+
+# ------------------------------------------------------------- Ψ of Eq. 2 in the criterion (MOTR)
+def test_track_query_without_identity_is_matched_to_a_new_born_label():
+    """MOTR/MOTRv2 match every `obj_idxes == -1` slot, track or detect, to the untracked labels."""
+    c_box = [0.7, 0.7, 0.2, 0.2]
+    layer = [FAR, c_box]  # det0 far away, track0 (no identity) sits on the new-born label C
+    out = make_output([layer, layer], num_det=1, num_track=1)
+    result = make_criterion().frame_loss(out, make_target([c_box], [30]), tensor_ids(-1))
+    assert result.assignments["det"].tolist() == [[-1, 0], [-1, 0]]
+    assert result.query_ids.tolist() == [-1, 30]  # the track query carries 30 from now on
+    assert result.stats["last_track"] == 1.0 and result.stats["last_det"] == 0.0
+
+
+def test_track_query_keeps_an_absent_identity_as_background():
+    """A target missing from the frame: its track query is trained as "no object" and keeps the id."""
+    a_box = [0.3, 0.3, 0.2, 0.2]
+    layer = [FAR, a_box]  # track0 carries 10, whose target is not in this frame
+    out = make_output([layer, layer], num_det=1, num_track=1)
+    result = make_criterion().frame_loss(out, make_target([[0.7, 0.7, 0.2, 0.2]], [20]), tensor_ids(10))
+    assert result.assignments["det"][-1].tolist() == [0, -1]  # 20 to det0; track0 background
+    assert result.query_ids.tolist() == [20, 10] and result.query_labels.tolist() == [0, -1]

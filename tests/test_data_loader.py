@@ -6,17 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data.convert import convert_split
-from pipeline.data.loader import (
-    ClipDataset,
-    clip_from_ray_row,
-    clip_loader,
-    epoch_clip_specs,
-    ray_clip_dataset,
-)
-from pipeline.data.parquet_io import write_pseudo_labels
+from pipeline.data.loader import ClipDataset, epoch_clip_specs
+from pipeline.data.pseudo_label_store import write_pseudo_labels
 from pipeline.data.transforms import ClipPlan, apply_boxes, resized_shape
 from pipeline.params import DataParams
+from pipeline.steps.convert import convert_split
 from tests.test_data_helpers import write_crowdhuman, write_sequence
 
 DATA = DataParams(
@@ -115,10 +109,6 @@ def test_shards_cover_every_clip_exactly_once(dataset):
     first = clips.shard(0, 2)
     clips.set_epoch(1)
     assert clips.shard(0, 2) != first  # reshuffled per epoch
-    loader = clip_loader(clips, batch_size=2, rank=1, world_size=2)
-    loader.sampler.set_epoch(0)
-    batches = list(loader)
-    assert sum(len(b) for b in batches) == len(clips.shard(1, 2)) and isinstance(batches[0], list)
 
 
 def test_boxes_partly_outside_are_clipped_and_flip_mirrors():
@@ -179,22 +169,3 @@ def test_pseudo_labels_join_by_sequence_and_frame(dataset, tmp_path):
     ].tolist() == pytest.approx([0.9])
     assert second["pseudo_boxes"].tolist() == [[0.75, 0.75, 0.5, 0.5]]
     assert third["pseudo_boxes"].shape == (0, 4)
-
-
-@pytest.mark.slow
-def test_ray_data_path_gives_the_same_clips(dataset):
-    from pipeline.ray_utils import init_ray
-
-    ray = init_ray(num_cpus=2)
-    try:
-        rows = ray_clip_dataset(dataset / "clips", DATA, seed=3, epoch=1).take_all()
-    finally:
-        ray.shutdown()
-    reference = ClipDataset(dataset / "clips", DATA, seed=3, epoch=1)
-    assert sorted(int(r["index"]) for r in rows) == list(range(len(reference)))
-    for row in rows[:6]:
-        clip, expected = clip_from_ray_row(row), reference[int(row["index"])]
-        assert clip["meta"] == expected["meta"]
-        assert torch.allclose(clip["images"], expected["images"])
-        for a, b in zip(clip["targets"], expected["targets"], strict=True):
-            assert torch.equal(a["obj_ids"], b["obj_ids"]) and torch.allclose(a["boxes"], b["boxes"])

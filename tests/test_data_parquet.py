@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from pipeline.data import parquet_io
-from pipeline.data.convert import convert_split
-from pipeline.data.errors import DataError
-from pipeline.data.loader import export_motchallenge_gt, iter_frames, list_sequences
-from pipeline.data.parquet_io import DatasetReader, read_manifest, read_pseudo_labels, write_pseudo_labels
+from pipeline.data.parquet_io import read_manifest
+from pipeline.data.pseudo_label_store import read_pseudo_labels, write_pseudo_labels
+from pipeline.data.reader import DatasetReader, export_motchallenge_gt, iter_frames, list_sequences
+from pipeline.formats.errors import DataError
+from pipeline.steps.convert import convert_split
 from tests.test_data_helpers import write_sequence
 
 GT_A = [

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from pipeline.data.convert import convert_split
-from pipeline.data.errors import DataError, Issues
-from pipeline.data.motchallenge import read_split
-from pipeline.data.parquet_io import DatasetReader
+from pipeline.data.reader import DatasetReader
+from pipeline.data.sequences import read_split
+from pipeline.formats.errors import DataError, Issues
+from pipeline.steps.convert import convert_split
 from tests.test_data_helpers import GT_ROWS, rows_text, write_crowdhuman, write_sequence
 
 

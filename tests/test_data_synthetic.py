@@ -6,9 +6,9 @@ import hashlib
 
 import numpy as np
 
-from pipeline.data.errors import Issues
-from pipeline.data.motchallenge import read_split
+from pipeline.data.sequences import read_split
 from pipeline.data.synthetic import generate
+from pipeline.formats.errors import Issues
 from pipeline.params import SyntheticParams
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import mot_io
 from pipeline.cli import main as cli_main
+from pipeline.formats import motchallenge
 from tests.test_track import make_checkpoint, tiny_params
 
 
@@ -59,7 +59,7 @@ def test_demo_on_a_frame_folder_writes_video_and_results(demo_inputs, tmp_path, 
     original = cv2.imread(str(sorted((sequence / "img1").iterdir())[0]))
     assert len(frames) == 7
     assert frames[0].shape == original.shape
-    rows = mot_io.read_results(out / f"{sequence.name}.txt", seq_length=7)
+    rows = motchallenge.read_results(out / f"{sequence.name}.txt", seq_length=7)
     assert len(rows) > 0  # the tiny params let every query become a track
     assert (rows[:, 7:] == -1).all()
     # the drawing changed the image (boxes and labels over the frame)
@@ -84,7 +84,7 @@ def test_demo_on_a_video_file(demo_inputs, tmp_path):
     summary = run_demo(video, checkpoint, tmp_path / "out", device="cpu", threads=1, progress=False)
     assert summary["frames"] == len(images)
     assert len(_read_video(tmp_path / "out" / "clip.mp4")) == len(images)
-    mot_io.read_results(tmp_path / "out" / "clip.txt", seq_length=len(images))
+    motchallenge.read_results(tmp_path / "out" / "clip.txt", seq_length=len(images))
 
 
 def test_demo_bad_input_is_a_clear_error(demo_inputs, tmp_path):

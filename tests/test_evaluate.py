@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import mot_io
 from pipeline.cli import main as cli_main
-from pipeline.evaluation import (
+from pipeline.formats import motchallenge
+from pipeline.formats.errors import DataError
+from pipeline.steps.evaluate import (
     discover_sequences,
     evaluate_folder,
     write_metrics_json,
     write_per_sequence_csv,
 )
-from pipeline.submission import make_submission
+from pipeline.steps.submission import make_submission
 
 # Boxes far apart (IoU 0 between objects), so every match is unambiguous.
 BOX = {1: (10.0, 20.0, 30.0, 60.0), 2: (200.0, 40.0, 30.0, 60.0), 3: (100.0, 120.0, 40.0, 50.0)}
@@ -26,7 +27,7 @@ def write_sequence(root: Path, name: str, length: int, rows: list[tuple], labell
     """MOTChallenge GT layout; rows are (frame, id, class[, conf])."""
     seq = root / name
     (seq / "gt").mkdir(parents=True)
-    mot_io.write_seqinfo(seq / "seqinfo.ini", mot_io.SeqInfo(name, length, 320, 192, 20.0))
+    motchallenge.write_seqinfo(seq / "seqinfo.ini", motchallenge.SeqInfo(name, length, 320, 192, 20.0))
     if not labelled:
         return
     lines = []
@@ -54,9 +55,9 @@ def test_perfect_tracker_scores_100(tmp_path):
     write_sequence(gt, "seq-b", 4, [(f, 3, 1) for f in range(1, 5)] + [(f, 1, 1) for f in (2, 3)])
     for seq in discover_sequences(gt):
         # the ground truth itself, copied as results
-        rows = mot_io.read_gt(seq.gt_file)
+        rows = motchallenge.read_gt(seq.gt_file)
         (results).mkdir(exist_ok=True)
-        mot_io.write_results(results / f"{seq.name}.txt", rows[:, [0, 1, 2, 3, 4, 5, 6]])
+        motchallenge.write_results(results / f"{seq.name}.txt", rows[:, [0, 1, 2, 3, 4, 5, 6]])
     evaluation = evaluate_folder(gt, results, "synthetic")
     for key in ("HOTA", "DetA", "AssA", "MOTA", "IDF1"):
         assert evaluation.overall[key] == pytest.approx(100.0), key
@@ -135,11 +136,11 @@ def test_malformed_row_names_file_and_line(tmp_path):
     lines = path.read_text().splitlines()
     lines[1] = "2,1,10,20,abc,60,0.9,-1,-1,-1"
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(mot_io.MOTFormatError, match=r"seq\.txt:2: field bb_width: not a number"):
+    with pytest.raises(DataError, match=r"seq\.txt:2: bb_width: not a number"):
         evaluate_folder(gt, results)
     lines[1] = "2,1,10,20"
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(mot_io.MOTFormatError, match=r"seq\.txt:2: expected 7 to 10"):
+    with pytest.raises(DataError, match=r"seq\.txt:2: row: expected 7 to 10"):
         evaluate_folder(gt, results)
 
 
@@ -148,12 +149,12 @@ def test_frame_outside_sequence_and_duplicate_id_are_errors(tmp_path):
     write_sequence(gt, "seq", 3, [(f, 1, 1) for f in (1, 2, 3)])
     write_result(results, "seq", [(1, 1, 1), (4, 1, 1)])
     with pytest.raises(
-        mot_io.MOTFormatError, match=r"seq\.txt:2: field frame: 4 is outside the sequence \(1\.\.3\)"
+        DataError, match=r"seq\.txt:2: frame: 4 is outside the sequence \(1\.\.3\)"
     ):
         evaluate_folder(gt, results)
     write_result(results, "seq", [(1, 1, 1), (1, 1, 2)])
     with pytest.raises(
-        mot_io.MOTFormatError, match=r"seq\.txt:2: field id: identity 1 appears twice in frame 1"
+        DataError, match=r"seq\.txt:2: id: identity 1 appears twice in frame 1"
     ):
         evaluate_folder(gt, results)
 
@@ -163,7 +164,7 @@ def test_missing_sequence_is_an_error_not_a_zero(tmp_path):
     write_sequence(gt, "seq-a", 3, [(f, 1, 1) for f in (1, 2, 3)])
     write_sequence(gt, "seq-b", 3, [(f, 1, 1) for f in (1, 2, 3)])
     write_result(results, "seq-a", [(f, 1, 1) for f in (1, 2, 3)])
-    with pytest.raises(mot_io.MissingSequenceError, match=r"seq-b"):
+    with pytest.raises(motchallenge.MissingSequenceError, match=r"seq-b"):
         evaluate_folder(gt, results)
 
 
@@ -192,7 +193,7 @@ def test_submission_archives_have_the_server_file_names(tmp_path):
         assert sorted(bundle.namelist()) == ["dancetrack0003.txt", "dancetrack0009.txt"]
 
     write_sequence(dance_gt, "dancetrack0011", 3, [], labelled=False)
-    with pytest.raises(mot_io.MissingSequenceError, match="dancetrack0011"):
+    with pytest.raises(motchallenge.MissingSequenceError, match="dancetrack0011"):
         make_submission(results, discover_sequences(dance_gt), "DanceTrack", tmp_path / "bad.zip")
     assert not (tmp_path / "bad.zip").exists()
 

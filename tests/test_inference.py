@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -147,42 +144,6 @@ def test_tracker_runs_the_optimized_copy():
     assert tracker.model.inference_only and tracker.model is not model
     plain = motrv3.Tracker(model, TrackingConfig(), size=96, max_size=160, optimize=False)
     assert plain.model is model
-
-
-def test_retained_memory_stops_page_faults_on_reuse():
-    # In a child process: the setting is process-wide. A 64 MiB tensor allocated ten times costs
-    # ~16 000 page faults each time by default (fresh mmap); retained, the heap reuses the block.
-    script = textwrap.dedent(
-        """
-        import resource, sys, torch
-        import motrv3
-        if sys.argv[1] == "retain":
-            assert motrv3.retain_freed_memory()
-        def faults():
-            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(2):  # the heap grows to the block's size once
-            torch.ones(16 << 20)
-        start = faults()
-        for _ in range(10):
-            torch.ones(16 << 20)
-        print(faults() - start)
-        """
-    )
-    counts = {}
-    for mode in ("default", "retain"):
-        done = subprocess.run(
-            [sys.executable, "-c", script, mode], capture_output=True, text=True, check=True
-        )
-        counts[mode] = int(done.stdout.strip().splitlines()[-1])
-    # default: every allocation faults its 16 384 pages in again; retained: at most a heap
-    # extension or two while Python's own small objects settle around the block
-    assert counts["default"] > 10 * 10_000
-    assert counts["retain"] < counts["default"] / 4
-
-
-def test_retain_freed_memory_opt_out(monkeypatch):
-    monkeypatch.setenv("MOTRV3_RETAIN_FREED_MEMORY", "0")
-    assert motrv3.retain_freed_memory() is False
 
 
 def _randomise_batch_norms(model: nn.Module) -> None:

@@ -66,12 +66,20 @@ def test_stem_then_trunk_is_the_timm_feature_model(name):
         torch.testing.assert_close(a, b)
 
 
-def test_resnet_batch_norm_frozen_and_stem_not_trained():
-    backbone = Backbone("resnet10t")
-    assert any(isinstance(m, FrozenBatchNorm2d) for m in backbone.modules())
-    named = dict(backbone.body.named_parameters())
-    assert not any(p.requires_grad for k, p in named.items() if k.startswith(("conv1", "layer1")))
-    assert all(p.requires_grad for k, p in named.items() if k.startswith(("layer2", "layer3", "layer4")))
+def test_stem_frozen_only_when_weights_were_loaded(tmp_path):
+    """Deformable DETR freezes the pretrained stem and layer1; from scratch they would stay random."""
+    scratch = Backbone("resnet10t")
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in scratch.modules())
+    assert not scratch.stem_frozen and all(p.requires_grad for p in scratch.body.parameters())
+    path = tmp_path / "resnet10t.pth"
+    torch.save(timm.create_model("resnet10t", pretrained=False).state_dict(), path)
+    for backbone in (Backbone("resnet10t", pretrained=str(path)), scratch):
+        if backbone is scratch:
+            scratch.freeze_stem()  # what an imported checkpoint with backbone weights does
+        named = dict(backbone.body.named_parameters())
+        assert backbone.stem_frozen
+        assert not any(p.requires_grad for k, p in named.items() if k.startswith(("conv1", "layer1")))
+        assert all(p.requires_grad for k, p in named.items() if k.startswith(("layer2", "layer3", "layer4")))
 
 
 def test_fused_frozen_batch_norm_matches_torchvision():
@@ -112,6 +120,16 @@ def test_backbone_weights_come_from_a_local_file(tmp_path):
     torch.testing.assert_close(frozen_bn.running_var, classifier.bn1.running_var)
     with pytest.raises(FileNotFoundError, match="model.pretrained"):
         Backbone("resnet10t", pretrained=str(tmp_path / "absent.pth"))
+    # the paper profile's file: the error says where to obtain it
+    with pytest.raises(FileNotFoundError, match="huggingface.co/timm/convnext_base.fb_in22k_ft_in1k"):
+        Backbone("resnet10t", pretrained=str(tmp_path / "convnext_base.fb_in22k_ft_in1k.safetensors"))
+    from safetensors.torch import save_file
+
+    save_file(classifier.state_dict(), tmp_path / "resnet10t.safetensors")
+    from_safetensors = Backbone("resnet10t", pretrained=str(tmp_path / "resnet10t.safetensors"))
+    torch.testing.assert_close(
+        from_safetensors.body.layer3[0].conv1.weight, classifier.layer3[0].conv1.weight
+    )
 
 
 def test_box_sine_embedding_by_hand():
@@ -187,7 +205,7 @@ def _state(ids: list[int], boxes: list[list[float]], d_model: int) -> TrackState
 
 
 def test_training_psi_by_hand():
-    """Ψ (Eq. 2): identities carried, disappeared ones withdrawn, matched detect queries become tracks."""
+    """Ψ (Eq. 2) as MOTRv2: identities carried (absent ones too), drifted ones withdrawn but kept."""
     torch.manual_seed(0)
     model = build_model(tiny_config(num_queries=4)).train()
     box = [0.5, 0.5, 0.2, 0.2]
@@ -197,15 +215,15 @@ def test_training_psi_by_hand():
     out = _hand_output(
         4,
         [box, far, far, far, [0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]],
-        [0.2, 0.9, 0.8, 0.1, 0.3, 0.9],
+        [0.2, 0.2, 0.8, 0.1, 0.3, 0.1],
         32,
     )
     tracks = _state([5, 6], [[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]], 32)
     result = FrameLossResult(
         losses={},
         num_objects=3.0,
-        det_matched_ids=torch.tensor([7, 8, -1, -1]),
-        track_matched=torch.tensor([True, False]),
+        query_ids=torch.tensor([7, 8, -1, -1, 5, 6]),
+        query_labels=torch.tensor([0, 1, -1, -1, 2, -1]),
     )
     target = {
         "boxes": torch.tensor([box, [0.8, 0.2, 0.1, 0.1], [0.3, 0.3, 0.2, 0.2]]),
@@ -214,23 +232,118 @@ def test_training_psi_by_hand():
     }
     cfg = TrackingConfig(drop_track_prob=0.0, fp_track_prob=0.0, fp_score_threshold=0.5)
     nxt = training_track_update(model, out, tracks, result, target, cfg, torch.Generator().manual_seed(0))
-    # kept: det 0 (id 7), det 1 (IoU ≤ 0.5 → FP −1 but score 0.9), det 2 (FP, 0.8), track 4 (id 5),
-    # track 5 (identity gone → −1, kept as FP for its score 0.9); det 3 dropped
-    assert nxt.ids.tolist() == [7, -1, -1, 5, -1]
+    # kept: det 0 (id 7), det 1 (IoU ≤ 0.5: identity withdrawn, kept although its score is 0.2),
+    # det 2 (no identity, score 0.8), track 4 (id 5), track 5 (id 6 absent: kept, score 0.1); det 3 not
+    assert nxt.ids.tolist() == [7, -1, -1, 5, 6]
     torch.testing.assert_close(nxt.boxes, out.boxes[-1, [0, 1, 2, 4, 5]])
 
     dropped = training_track_update(
         model, out, tracks, result, target, TrackingConfig(drop_track_prob=1.0, fp_track_prob=0.0), None
     )
-    assert dropped.ids.tolist() == [-1, -1, -1]  # every identity-carrying track dropped
+    assert dropped.ids.tolist() == [-1, -1]  # every identity-carrying track dropped
 
     cfg_fp = TrackingConfig(drop_track_prob=0.0, fp_track_prob=1.0, fp_score_threshold=0.95)
     with_fp = training_track_update(
         model, out, tracks, result, target, cfg_fp, torch.Generator().manual_seed(0)
     )
-    # identities 7 and 5 kept; each adds the not-kept query overlapping it most (det 3 is far from
-    # both, so queries 1/2/3 tie at IoU 0 for id 7 → first; query 5 … for id 5): two FP tracks
-    assert with_fp.ids.tolist().count(-1) == 2 and sorted(i for i in with_fp.ids.tolist() if i >= 0) == [5, 7]
+    # identities 7, 5, 6 ask for 3 false positives; only det 2 and det 3 are left: both added
+    assert with_fp.ids.tolist() == [7, -1, -1, -1, 5, 6]
+
+
+class ScriptedTrainingMOTR(torch.nn.Module):
+    """The real tiny network in training, with last-layer-and-every-layer scores and boxes set by a
+    script: script[frame] maps ("det", slot) or ("track", identity) to (score, box); unscripted
+    queries score 0.01. Records the identities of the track queries entering each frame."""
+
+    def __init__(self, script):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = build_model(tiny_config(num_queries=3), TrackingConfig(), TGDConfig(enabled=False)).train()
+        self.script = script
+        self.seen_track_ids = []
+
+    def forward_frame(self, image, tracks=None, num_groups=None, generator=None, checkpointed=True):
+        out = self.net.forward_frame(image, tracks, num_groups, generator, checkpointed=checkpointed)
+        ids = tracks.ids.tolist() if tracks is not None else []
+        frame = len(self.seen_track_ids)
+        self.seen_track_ids.append(ids)
+        logits = torch.full_like(out.logits, float(torch.logit(torch.tensor(0.01))))
+        boxes = out.boxes.detach().clone()
+        for (kind, key), (score, box) in self.script[frame].items():
+            if kind == "track" and key not in ids:
+                continue  # that track query does not exist (the assertions on `seen` say so)
+            slot = key if kind == "det" else out.num_det + ids.index(key)
+            logits[:, slot] = float(torch.logit(torch.tensor(score)))
+            boxes[:, slot] = torch.tensor(box)
+        out.logits, out.boxes = logits + 0 * out.logits, boxes
+        return out
+
+    def next_tracks(self, *args, **kwargs):
+        return self.net.next_tracks(*args, **kwargs)
+
+
+def _scripted_clip(labels_per_frame):
+    targets = [
+        {
+            "boxes": torch.tensor([box for box, _ in frame]).reshape(-1, 4),
+            "labels": torch.zeros(len(frame), dtype=torch.long),
+            "obj_ids": torch.tensor([identity for _, identity in frame], dtype=torch.long),
+        }
+        for frame in labels_per_frame
+    ]
+    images = torch.randn(len(targets), 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    return {"images": images, "targets": targets, "meta": {"sequence": "scripted"}}
+
+
+def _run_scripted(script, labels_per_frame):
+    from motrv3.criterion import build_criterion
+
+    model = ScriptedTrainingMOTR(script)
+    off = dict(enabled=False)
+    criterion = build_criterion(
+        model.net.model_cfg, LossConfig(), RFSConfig(**off), PLDConfig(**off), TGDConfig(**off)
+    )
+    tracking = TrackingConfig(drop_track_prob=0.0, fp_track_prob=0.0)
+    result = clip_forward(model, criterion, _scripted_clip(labels_per_frame), tracking)
+    return model.seen_track_ids, result
+
+
+A_BOX, B_BOX, C_BOX = [0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2], [0.5, 0.3, 0.2, 0.2]
+NEAR_A = [0.31, 0.3, 0.2, 0.2]  # IoU with A ≈ 0.9
+FAR_BOX = [0.9, 0.9, 0.05, 0.05]
+
+
+def test_training_target_missing_for_one_frame_returns_to_the_same_track_query():
+    """MOTR/MOTRv2: a track keeps its identity while its target is absent (trained as no object)
+    and gets the label back when the target reappears, even with a detect query sitting on it."""
+    script = [
+        {("det", 0): (0.9, A_BOX)},  # frame 1: det0 finds A (id 10)
+        {("det", 1): (0.9, B_BOX), ("track", 10): (0.2, NEAR_A)},  # frame 2: A absent, B new
+        {("det", 0): (0.9, A_BOX), ("track", 10): (0.9, NEAR_A), ("track", 20): (0.9, B_BOX)},
+    ]
+    labels = [[(A_BOX, 10)], [(B_BOX, 20)], [(A_BOX, 10), (B_BOX, 20)]]
+    seen, result = _run_scripted(script, labels)
+    assert seen == [[], [10], [20, 10]]  # the query of 10 lives through frame 2
+    # frame 3: A and B both go to their track queries (Eq. 2), none to det0 although it sits on A;
+    # frames 1-2 gave A and B to detect queries (Eq. 1)
+    assert result.stats["last_track"] == 2.0 and result.stats["last_det"] == 2.0
+
+
+def test_training_drifting_track_loses_identity_and_then_takes_a_new_born_label():
+    """IoU ≤ 0.5 with its label: the identity is withdrawn, the query stays (MOTRv2, whatever its
+    score) and, without identity, joins the next frame's matching with the new-born labels."""
+    script = [
+        {("det", 0): (0.9, A_BOX)},  # frame 1: det0 finds A (id 10)
+        {("track", 10): (0.3, FAR_BOX)},  # frame 2: the track of 10 drifts away from A (IoU 0)
+        {("track", -1): (0.9, C_BOX)},  # frame 3: the identity-less track sits on new-born C
+        {},
+    ]
+    labels = [[(A_BOX, 10)], [(A_BOX, 10)], [(C_BOX, 30)], [(C_BOX, 30)]]
+    seen, result = _run_scripted(script, labels)
+    assert seen[:3] == [[], [10], [-1]]  # identity withdrawn after frame 2, query kept
+    assert seen[3] == [30]  # matched to C in frame 3: it carries 30 from now on
+    # labels to track queries at the last layer: A (frame 2, Eq. 2), C (frame 3), C (frame 4)
+    assert result.stats["last_track"] == 3.0
 
 
 def test_clip_forward_with_the_real_criterion():
@@ -303,3 +416,32 @@ def test_activation_checkpointing_gives_the_same_gradients_and_skips_what_it_can
         torch.testing.assert_close(grads_ckpt[name], grad, msg=name)
     assert calls_plain == {"stem": 3, "trunk": 3}
     assert calls_ckpt == {"stem": 3, "trunk": 3 + 2}
+
+
+def test_training_track_without_identity_takes_a_new_born_label():
+    """A confident unmatched query goes on without identity (MOTRv2); MOTR's matcher then matches it,
+    like a detect query, to the labels no track carries: here the new-born C."""
+    script = [
+        {("det", 0): (0.9, C_BOX)},  # frame 1: no labels; det0 confident → a track without identity
+        {("track", -1): (0.9, C_BOX)},  # frame 2: C (id 30) is born where that track sits
+        {},
+    ]
+    labels = [[], [(C_BOX, 30)], [(C_BOX, 30)]]
+    seen, result = _run_scripted(script, labels)
+    assert seen == [[], [-1], [30]]
+    assert result.stats["last_track"] == 2.0 and result.stats["last_det"] == 0.0
+
+
+def test_build_composes_model_criterion_and_tracker_from_one_config():
+    import motrv3
+
+    cfg = motrv3.MOTRv3Config(model=tiny_config(), tgd=TGDConfig(groups=3))
+    built = motrv3.build(cfg)
+    assert isinstance(built.criterion, torch.nn.Module) and built.criterion.matcher.cost_l1 == 5.0
+    assert built.model.tgd_cfg.groups == 3 and built.criterion.tgd_cfg is cfg.tgd
+    tracker = built.tracker(size=64, max_size=96, optimize=False)
+    assert tracker.model is built.model and tracker.cfg is cfg.tracking
+    again = motrv3.MOTRv3Config.from_dict({"model": {"backbone": "resnet10t"}, "tgd": {"groups": 5}})
+    assert again.model.backbone == "resnet10t" and again.tgd.groups == 5
+    with pytest.raises(ValueError, match="unknown section"):
+        motrv3.MOTRv3Config.from_dict({"optimizer": {}})

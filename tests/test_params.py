@@ -92,3 +92,18 @@ def test_model_sections_give_the_library_dataclasses():
     assert isinstance(params.model.to_config(), ModelConfig)
     tgd = params.tgd.to_config()
     assert isinstance(tgd, TGDConfig) and tgd.groups == 5
+
+
+def test_paper_profile_is_the_paper_s_configuration():
+    """§4.2 / Table 1: ConvNeXt-B from official weights files, PLD from public YOLOX detections."""
+    from pathlib import Path
+
+    from motrv3.backbone import WEIGHT_SOURCES
+
+    repo = Path(__file__).resolve().parents[1]
+    params = load_params(repo / "params.yaml", ["profile=paper"])
+    assert (params.dataset.name, params.model.backbone) == ("dancetrack", "convnext_base")
+    assert Path(params.model.pretrained).name in WEIGHT_SOURCES
+    assert Path(params.train.init_checkpoint).name in WEIGHT_SOURCES
+    assert params.pld.sources == ["detfile:yolox"] and params.pseudo_labels.detfile["yolox"].format == "json"
+    assert (params.tgd.groups, params.tracking.miss_tolerance, params.tracking.new_track_score) == (4, 20, 0.5)

@@ -67,6 +67,7 @@ ALL_STAGES = {
     *MOTRV3_STAGES,
     "track@motr",
     "evaluate@motr",
+    "baselines",
 }
 STAGE_TIMEOUT_S = 600  # per dvc command: a hang fails the test instead of the whole suite
 

@@ -7,9 +7,10 @@ import torch
 
 from motrv3.config import LossConfig, PLDConfig, RFSConfig, TGDConfig
 from motrv3.criterion import ClipCriterion
-from pipeline.data.errors import DataError
+from motrv3.matcher import build_matcher
 from pipeline.data.loader import ClipDataset
-from pipeline.data.parquet_io import write_pseudo_labels
+from pipeline.data.pseudo_label_store import write_pseudo_labels
+from pipeline.formats.errors import DataError
 from tests.test_criterion import FAR, focal_negative, focal_positive, make_output, make_target, tensor_ids
 from tests.test_data_loader import DATA, dataset  # noqa: F401 (the converted-dataset fixture)
 
@@ -20,6 +21,7 @@ TWO_SOURCES = ["detector", "detfile"]
 
 def pld_criterion(combine: str, sources=TWO_SOURCES) -> ClipCriterion:
     return ClipCriterion(
+        build_matcher(LossConfig()),
         LossConfig(aux_loss=True),
         RFSConfig(enabled=False),
         PLDConfig(enabled=True, sources=list(sources), combine=combine),
@@ -85,8 +87,8 @@ def test_one_source_or_no_source_field_is_one_matching():
 def test_pseudo_source_outside_pld_sources_is_an_error():
     out, target = two_detector_frame()
     target["pseudo_sources"] = torch.tensor([2, 0])
-    with pytest.raises(ValueError, match="pseudo_sources"):
-        pld_criterion("parallel").frame_loss(out, target, tensor_ids())
+    with pytest.raises(ValueError, match="pseudo_sources outside 0..1"):
+        pld_criterion("parallel").validate_targets([target])  # once per clip, by clip_forward
 
 
 # ---------------------------------------------------------------------------------------- loader

@@ -12,20 +12,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.data.convert import convert_split
-from pipeline.data.errors import DataError
-from pipeline.data.parquet_io import PSEUDO_LABEL_SCHEMA, read_pseudo_labels
+from benchmarks.detection_quality import precision_recall
+from pipeline.data.pseudo_label_store import PSEUDO_LABEL_SCHEMA, load_label_sets, read_pseudo_labels
+from pipeline.data.reader import FrameIndex
 from pipeline.data.synthetic import generate
+from pipeline.formats.detections import read_json_db
+from pipeline.formats.errors import DataError
 from pipeline.params import load_params
-from pipeline.pseudo_labels import (
-    FrameIndex,
-    apply_threshold,
-    load_label_sets,
-    parse_sources,
-    precision_recall,
-    read_json_db,
-    run_pseudo_labels,
-)
+from pipeline.steps.convert import convert_split
+from pipeline.steps.pseudo_labels import run as run_pseudo_labels
+from pipeline.steps.pseudo_labels.driver import apply_threshold
+from pipeline.steps.pseudo_labels.sources import parse_sources
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -103,7 +100,7 @@ def test_gt_source_copies_ground_truth_with_confidence_one(tiny, tmp_path):
         np.testing.assert_allclose(_sorted(labels[key][0]), _sorted(boxes), atol=1e-3)
         assert (labels[key][1] == 1.0).all()
     assert manifest["sources"]["gt"]["boxes"] == sum(len(b) for b, _ in truth.values())
-    from pipeline.pseudo_labels import check_sources
+    from pipeline.data.pseudo_label_store import check_sources
 
     check_sources(out, ["gt"])
     with pytest.raises(DataError, match=r"pld.sources \['detector'\] not generated"):
@@ -240,7 +237,7 @@ def mot17(tmp_path_factory):
 def test_detfile_mot17_copies_need_and_use_det_source(mot17, tmp_path):
     index = FrameIndex.load(mot17 / "clips" / "train")
     assert list(index.frames) == ["MOT17-02"]
-    from pipeline.pseudo_labels import read_motchallenge_dets
+    from pipeline.formats.detections import read_motchallenge_dets
 
     with pytest.raises(DataError, match="set det_source to DPM, FRCNN or SDP"):
         read_motchallenge_dets(mot17 / "raw" / "train", index)
@@ -305,7 +302,7 @@ def test_bare_detfile_reads_public_detections_of_the_dataset(tiny, tmp_path):
 
 
 def test_generated_sources_are_the_union():
-    from pipeline.pseudo_labels import generated_sources
+    from pipeline.steps.pseudo_labels.sources import generated_sources
 
     params = _params("pseudo_labels.sources=[detector, gt]", "pld.sources=[gt, detfile]")
     assert generated_sources(params) == ["detector", "gt", "detfile"]
@@ -358,8 +355,8 @@ def test_detector_source_random_model(tiny, tmp_path):
     assert (boxes[:, 2:] >= boxes[:, :2]).all()
     # the stored labels are motrv3.detect's output on the decoded frame, thresholded
     import motrv3
-    from pipeline.data.parquet_io import DatasetReader
-    from pipeline.pseudo_labels import decode_rgb
+    from pipeline.data.images import decode_image as decode_rgb
+    from pipeline.data.reader import DatasetReader
 
     model, _ = motrv3.load_checkpoint(checkpoint)
     frame = DatasetReader(tiny / "clips" / "train").frames("syn-train-02", [2])[0]

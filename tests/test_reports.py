@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.paper_results import TABLES, reported
 from pipeline.params import resolve
-from pipeline.reports import (
+from pipeline.studies.figures import read_assignment_stats
+from pipeline.studies.paper_results import TABLES, reported
+from pipeline.studies.reports import (
     Comparison,
     MeasuredRow,
     ReportError,
     aggregate_seeds,
-    read_assignment_stats,
     read_metrics,
 )
 
@@ -76,7 +76,7 @@ def test_aggregate_seeds_mean_and_sample_std():
 
 
 def test_comparison_keeps_measured_and_reported_apart(tmp_path):
-    from pipeline.reports import write_comparison
+    from pipeline.studies.reports import write_comparison
 
     comparison = Comparison(
         name="t3",
@@ -118,7 +118,7 @@ def test_read_metrics_names_file_and_field(tmp_path):
 
 
 def _assignment_stats(path: Path, method: str, epochs: list[dict]) -> None:
-    """The file `pipeline.training` writes, built from the real `AssignmentStats` accumulator."""
+    """The file `pipeline.steps.train` writes, built from the real `AssignmentStats` accumulator."""
     import torch
 
     from motrv3.stats import AssignmentStats
@@ -136,7 +136,8 @@ def _frame(labels, early_det, early_track, misaligned, slots):
     return {
         "frames": 1.0, "labels": float(labels), "last_det": 1.0, "last_track": float(labels - 1),
         "early_layers": 1.0, "early_labels": float(labels), "early_det": float(early_det),
-        "early_track": float(early_track), "misaligned": float(misaligned), "slots": slots,
+        "early_track": float(early_track), "misaligned": float(misaligned),
+        "misaligned_of": float(labels), "slots": slots,
     }  # fmt: skip
 
 
@@ -219,7 +220,7 @@ def test_assignment_stats_reader_names_the_bad_field(tmp_path):
 
 
 def test_figure4_plots_both_methods(tmp_path):
-    from pipeline.reports import figure4
+    from pipeline.studies.figures import figure4
 
     points = [
         {"method": m, "backbone": b, "HOTA": h}
@@ -234,9 +235,11 @@ def test_figure4_plots_both_methods(tmp_path):
 
 
 def test_params_choose_cpu_backbones_for_the_cpu_profile():
-    from pipeline.scaling import backbones_for
+    from pipeline.params import load_params
+    from pipeline.paths import REPO_ROOT
+    from pipeline.studies.scaling import backbones_for
 
-    cpu, note = backbones_for(resolve({"profile": "cpu", "profiles": {"cpu": {}}}))
+    cpu, note = backbones_for(load_params(REPO_ROOT / "params.yaml"))  # the cpu profile sets them
     assert cpu == ["resnet10t", "resnet18", "resnet26", "resnet34"] and "cpu" in note
     paper, _ = backbones_for(resolve({}))
     assert paper == ["resnet50", "convnext_tiny", "convnext_small", "convnext_base"]
@@ -246,11 +249,13 @@ def test_detector_reference_scored_from_pseudo_labels_with_trackeval(tmp_path):
     """No metrics/detector.json: the tables stage scores the detector's pseudo labels itself."""
     import numpy as np
 
-    from pipeline.data.convert import convert_split
-    from pipeline.data.parquet_io import DatasetReader, write_pseudo_labels
+    from pipeline.data.pseudo_label_store import write_pseudo_labels
+    from pipeline.data.reader import DatasetReader, FrameIndex
     from pipeline.data.synthetic import generate
-    from pipeline.pseudo_labels import FrameIndex, gt_source, to_rows
-    from pipeline.reports import ensure_detector_metrics
+    from pipeline.steps.convert import convert_split
+    from pipeline.steps.pseudo_labels.driver import to_rows
+    from pipeline.steps.pseudo_labels.sources import gt_source
+    from pipeline.steps.tables import ensure_detector_metrics
 
     params = resolve(
         {},
@@ -280,7 +285,7 @@ def test_detector_reference_scored_from_pseudo_labels_with_trackeval(tmp_path):
 
 def test_scaling_rows_switch_the_baseline_off_per_backbone():
     from pipeline.params import load_params
-    from pipeline.scaling import scaling_rows
+    from pipeline.studies.scaling import scaling_rows
 
     repo_params = Path(__file__).resolve().parents[1] / "params.yaml"
     rows = scaling_rows(resolve({}), ["resnet10t", "resnet18"])

@@ -50,8 +50,7 @@ def test_rfs_releases_a_tracked_label_to_a_closer_detect_query_in_early_layers_o
     assert result.assignments["det"][0].tolist() == [0, 1, -1]  # 𝔖_a: A released to det0
     assert result.assignments["det"][1].tolist() == [-1, 1, 0]  # last layer: Eq. 1 + Eq. 2
     # Eq. 2's propagation follows the last layer only: det0 does not become a track of id 10
-    assert result.det_matched_ids.tolist() == [-1, 30]
-    assert result.track_matched.tolist() == [True]
+    assert result.query_ids.tolist() == [-1, 30, 10]
     assert result.stats["early_det"] == 2.0 and result.stats["early_track"] == 0.0
     assert result.stats["last_det"] == 1.0 and result.stats["last_track"] == 1.0
 
@@ -119,9 +118,10 @@ def test_tgd_groups_take_the_original_track_assignment():
     track_ids = tensor_ids(20, -1, 10)
     for rfs in (False, True):
         result = make_criterion(rfs=rfs, tgd=True).frame_loss(out, target, track_ids)
-        eq2 = [1, -1, 0]
-        assert result.assignments["tgd"].tolist() == [eq2 * groups] * layers
-        assert result.assignments["det"][-1, num_det:].tolist() == eq2
+        track_assigned = result.assignments["det"][-1, num_det:].tolist()
+        assert track_assigned[0] == 1 and track_assigned[2] == 0  # Eq. 2: ids 20, 10
+        # every copy group, in every layer, takes the last layer's assignment of the originals
+        assert result.assignments["tgd"].tolist() == [track_assigned * groups] * layers
 
 
 def test_tgd_loss_is_the_detection_loss_of_each_group():
@@ -146,20 +146,21 @@ def test_tgd_groups_without_tgd_enabled_are_an_error():
 
 # ---------------------------------------------------------------------------- switches off = MOTR
 def reference_motr_loss(out, target, track_ids, loss_cfg: LossConfig) -> float:
-    """MOTR's frame loss written out directly: Eq. 2 by identity, Eq. 1 by scipy, every layer."""
+    """MOTR's frame loss written out directly (`ClipMatcher.match_for_single_frame`): Eq. 2 by
+    identity, Eq. 1 by scipy between the `obj_idxes == -1` slots (detect queries and track queries
+    without identity) and the untracked labels, every layer."""
     matcher = HungarianMatcher(loss_cfg.cls_weight, loss_cfg.l1_weight, loss_cfg.giou_weight)
     num_det, num_track = out.num_det, out.num_track
     obj_ids = target["obj_ids"].tolist()
     tracked = {j: obj_ids.index(i) for j, i in enumerate(track_ids.tolist()) if i in obj_ids}
     new = [k for k in range(len(obj_ids)) if k not in tracked.values()]
+    free = list(range(num_det)) + [num_det + j for j, i in enumerate(track_ids.tolist()) if i < 0]
     total = 0.0
     for layer in range(out.num_layers):
         logits, boxes = out.logits[layer, : num_det + num_track], out.boxes[layer, : num_det + num_track]
-        cost = matcher.cost_matrix(
-            logits[:num_det], boxes[:num_det], target["labels"][new], target["boxes"][new]
-        )
+        cost = matcher.cost_matrix(logits[free], boxes[free], target["labels"][new], target["boxes"][new])
         rows, cols = linear_sum_assignment(cost.numpy())
-        pairs = [(int(r), new[c]) for r, c in zip(rows, cols, strict=True)]
+        pairs = [(free[r], new[c]) for r, c in zip(rows, cols, strict=True)]
         pairs += [(num_det + j, k) for j, k in tracked.items()]
         class_target = torch.zeros_like(logits)
         for q, k in pairs:

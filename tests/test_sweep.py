@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.params import load_params
-from pipeline.sweep import SweepError, table3_rows, table4_rows, table5_rows, trial_key
+from pipeline.studies.sweep import SweepError, table3_rows, table4_rows, table5_rows, trial_key
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def tiny_runner(params, method, out_dir, root, split):
 def test_table3_sweep_runs_tune_trials_with_nested_mlflow_runs(tmp_path: Path):
     import mlflow
 
-    from pipeline.sweep import run_table
+    from pipeline.studies.sweep import run_table
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     overrides = [

@@ -8,7 +8,7 @@ import torch
 import motrv3.model
 from motrv3.config import TGDConfig
 from motrv3.model import build_model
-from motrv3.tgd import attention_mask, expand_track_groups
+from motrv3.tgd import attention_mask, copy_groups, expand_track_groups
 from motrv3.tracks import TrackState
 from tests.model_configs import tiny_config
 
@@ -81,7 +81,8 @@ def test_group_noise_changes_only_width_and_height():
 def tiny_model():
     torch.manual_seed(0)
     cfg = tiny_config(num_queries=5, dropout=0.1)
-    return build_model(cfg, tgd_cfg=TGDConfig(enabled=True, groups=3, noise=True))
+    # G = 4 track query groups (Eq. 4, §4.2): the originals + 3 noisy copy groups
+    return build_model(cfg, tgd_cfg=TGDConfig(enabled=True, groups=4, noise=True))
 
 
 def _tracks(model, n: int) -> TrackState:
@@ -128,3 +129,12 @@ def test_groups_only_in_training(tiny_model):
     with torch.no_grad():
         assert tiny_model.train().forward_frame(image, None).num_groups == 0  # no tracks, no groups
     tiny_model.eval()
+
+
+def test_tgd_groups_count_the_original_track_queries():
+    """Eq. 4's S = G·N + M: `tgd.groups` = G includes the originals, so G − 1 copy groups (Table 5)."""
+    assert [copy_groups(TGDConfig(groups=g)) for g in (1, 3, 4, 5)] == [0, 2, 3, 4]
+    assert copy_groups(TGDConfig(enabled=False, groups=4)) == 0
+    m, n, g = 5, 2, 4
+    mask = attention_mask(m, n, copy_groups(TGDConfig(groups=g)))
+    assert mask.shape == (g * n + m, g * n + m)  # S = G·N + M

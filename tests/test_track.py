@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import mot_io
+from pipeline.formats import motchallenge
 from pipeline.params import resolve
 
 TINY_SYNTHETIC = [
@@ -44,8 +44,8 @@ def tiny_params(*extra: str):
 
 def make_synthetic_split(root: Path, params, split: str = "val") -> tuple[Path, Path]:
     """Raw MOTChallenge-layout synthetic sequences and their converted Parquet split."""
-    from pipeline.data.convert import convert_split
     from pipeline.data.synthetic import generate
+    from pipeline.steps.convert import convert_split
 
     raw = root / "raw"
     generate(params.synthetic, raw, progress=False)
@@ -109,7 +109,7 @@ def test_track_stage_writes_one_file_per_sequence_and_fps(tiny_run, tmp_path, mo
     assert sorted(p.stem for p in out.glob("*.mp4")) == sequences
     assert _video_frames(out / f"{sequences[0]}.mp4") == 5
     for name in sequences:
-        rows = mot_io.read_results(out / f"{name}.txt", seq_length=5)  # validates every row
+        rows = motchallenge.read_results(out / f"{name}.txt", seq_length=5)  # validates every row
         assert len(rows) > 0 and set(rows[:, 0].astype(int)) <= set(range(1, 6))
         assert (rows[:, 7:] == -1).all()
     fps = json.loads((out / "fps.json").read_text())
@@ -128,7 +128,7 @@ def test_track_stage_writes_one_file_per_sequence_and_fps(tiny_run, tmp_path, mo
     metrics = json.loads((tmp_path / "metrics" / "tiny.json").read_text())
     assert 0.0 <= metrics["HOTA"] <= 100.0 and metrics["FPS"] == pytest.approx(fps["fps"])
     assert metrics["GT_Dets"] > 0 and metrics["Dets"] == sum(
-        len(mot_io.read_results(out / f"{n}.txt")) for n in sequences
+        len(motchallenge.read_results(out / f"{n}.txt")) for n in sequences
     )
     lines = (tmp_path / "metrics" / "tiny_per_sequence.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in lines[1:]] == [*sequences, "COMBINED"]
@@ -149,8 +149,8 @@ def test_evaluate_stage_zips_an_unlabelled_split(tmp_path, monkeypatch):
     """A split without gt.txt (a benchmark's test set) gets a submission archive, not metrics."""
     import zipfile
 
-    from pipeline.data.convert import convert_split
     from pipeline.data.synthetic import generate
+    from pipeline.steps.convert import convert_split
     from stages.evaluate import main as evaluate_main
 
     params = tiny_params("synthetic.sequences={test: 2}", "synthetic.frames=3")
@@ -181,7 +181,7 @@ def test_evaluate_stage_zips_an_unlabelled_split(tmp_path, monkeypatch):
     assert not (tmp_path / "metrics").exists()
 
     (results / f"{names[0]}.txt").write_text("4,1,5,5,10,20,0.9,-1,-1,-1\n")  # frame 4 of a 3-frame sequence
-    with pytest.raises(SystemExit, match=rf"{names[0]}\.txt:1: field frame: 4 is outside the sequence"):
+    with pytest.raises(SystemExit, match=rf"{names[0]}\.txt:1: frame: 4 is outside the sequence"):
         evaluate_main(argv)
 
 
@@ -201,7 +201,7 @@ def test_track_split_in_parallel_on_ray_matches_sequential(tiny_run, tmp_path):
     """Two Ray actors on a local 127.0.0.1 cluster give the same results as one process."""
     import ray
 
-    from pipeline.tracking import TrackSettings, track_split
+    from pipeline.steps.track import TrackSettings, track_split
 
     root, params, _, clips, checkpoint = tiny_run
     settings = TrackSettings(

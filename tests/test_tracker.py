@@ -127,3 +127,12 @@ def test_detect_returns_every_detect_query_in_pixels(cfg):
     assert ((scores > 0) & (scores < 1)).all()
     assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
     assert model.training  # mode restored
+
+
+def test_life_cycle_defaults_are_the_paper_s_and_motrv2_s():
+    """§4.2: new tracks at score 0.5 (following MOTRv2); MOTRv2's DanceTrack inference
+    (`submit_dance.py`): kept/reported at 0.5, dropped after 20 consecutive misses; training keeps
+    unmatched queries above 0.5 as tracks without identity (`_select_active_tracks`)."""
+    cfg = TrackingConfig()
+    assert (cfg.new_track_score, cfg.keep_track_score, cfg.miss_tolerance) == (0.5, 0.5, 20)
+    assert cfg.fp_score_threshold == 0.5 and (cfg.drop_track_prob, cfg.fp_track_prob) == (0.1, 0.3)

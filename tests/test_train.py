@@ -62,8 +62,8 @@ def tiny_params(tmp: Path, *extra: str):
 
 def make_data(tmp: Path, frames: int) -> Path:
     """One training sequence of `frames` frames (real generate + convert stages' code)."""
-    from pipeline.data.convert import convert
     from pipeline.data.synthetic import generate
+    from pipeline.steps.convert import run as convert
 
     params = tiny_params(tmp, "synthetic.sequences={train: 1, val: 1}", f"synthetic.frames={frames}")
     generate(params.synthetic, tmp / "raw", progress=False)
@@ -83,7 +83,8 @@ def local_ray():
 @pytest.fixture(scope="module")
 def two_worker_run(tmp_path_factory, local_ray):
     """MOTR on one 2-frame clip (overfit), 2 workers, 6 steps, a fault injected before step 3."""
-    from pipeline.training import FAULT_ENV, train
+    from pipeline.steps.train import run as train
+    from pipeline.steps.train.worker import FAULT_ENV
 
     tmp = tmp_path_factory.mktemp("train2")
     clips = make_data(tmp, frames=2)  # exactly one clip
@@ -173,11 +174,9 @@ def test_outputs_and_mlflow_run(two_worker_run):
 def test_local_ray_listens_on_loopback_only(two_worker_run):
     import psutil
 
-    from pipeline.training import _listening_addresses
-
     ours = psutil.Process().children(recursive=True)  # gcs_server, raylet, workers this module started
     assert any("raylet" in " ".join(p.cmdline()) for p in ours if p.is_running())
-    addresses = _listening_addresses([p.pid for p in ours])
+    addresses = listening_addresses([p.pid for p in ours])
 
     def loopback(text: str) -> bool:
         address = ipaddress.ip_address(text)
@@ -227,7 +226,7 @@ def _kill_session(proc: subprocess.Popen) -> None:
 
 
 def test_kill_and_restart_resumes_to_same_weights(tmp_path, local_ray):
-    from pipeline.training import train
+    from pipeline.steps.train import run as train
 
     clips = make_data(tmp_path, frames=8)  # 7 clips of 2 frames
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -288,3 +287,15 @@ def test_kill_and_restart_resumes_to_same_weights(tmp_path, local_ray):
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, different[:5]
     assert resumed["final_losses"] == pytest.approx(whole["final_losses"], rel=1e-6)
+
+
+def listening_addresses(pids: list[int]) -> set[str]:
+    import psutil
+
+    addresses = set()
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            for conn in psutil.Process(pid).net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    addresses.add(conn.laddr.ip)
+    return addresses

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.optim import build_optimizer, current_lrs
 from pipeline.params import load_params
 from pipeline.paths import REPO_ROOT
-from pipeline.training import TrainingError, check_inputs, method_params, run_name, step_seed
+from pipeline.steps.train.distributed import step_seed
+from pipeline.steps.train.driver import run_name
+from pipeline.steps.train.methods import TrainingError, check_inputs, method_params
+from pipeline.steps.train.optim import build_optimizer, current_lrs
 
 
 class _Toy(torch.nn.Module):

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.data.errors import DataError, Issues
-from pipeline.data.motchallenge import FrameRecord, GtRow, Sequence
+from pipeline.data.sequences import FrameRecord, Sequence
+from pipeline.formats.errors import DataError, Issues
+from pipeline.formats.motchallenge import GtRow
 
 IMAGE_FOLDERS = ("Images", "images")
 
@@ -36,6 +37,7 @@ def _visibility(fbox, vbox) -> float:
     return round(min(1.0, inter / (fbox[2] * fbox[3])), 6)
 
 
+# Long by design: one pass over the .odgt with each check inline, so every error names its line.
 def read_crowdhuman(root: str | Path, split: str, issues: Issues) -> Sequence:
     """The images of `annotation_<split>.odgt` as one static sequence named `crowdhuman-<split>`.
 

@@ -1,4 +1,4 @@
-"""The Parquet clip datasets and the pseudo-label table: schemas, writing, manifest, reading.
+"""The Parquet clip datasets: schema, writing, manifest (reading: `pipeline.data.reader`).
 
 A dataset is one folder per split: `<sequence>.parquet` per sequence (one row per frame, row
 groups of `data.row_group_frames` frames) and `manifest.json`, written last. The writer builds
@@ -22,8 +22,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.data.errors import DataError, Issues
-from pipeline.data.motchallenge import Sequence, check_box, check_image, jpeg_size, read_seqinfo
+from pipeline.data.images import check_image, jpeg_size
+from pipeline.data.sequences import Sequence, read_sequence_info
+from pipeline.formats.errors import DataError, Issues
+from pipeline.formats.motchallenge import check_box
 from pipeline.paths import atomic_path
 
 SCHEMA_VERSION = 1
@@ -52,17 +54,6 @@ CLIP_SCHEMA = pa.schema(
 )
 _STAT_COLUMNS = ["sequence", "frame", "width", "height"]
 
-# The pseudo-label table (one row per frame and source); the single definition every writer uses.
-PSEUDO_LABEL_SCHEMA = pa.schema(
-    [
-        ("sequence", pa.string()),
-        ("frame", pa.int32()),
-        ("boxes", pa.list_(pa.list_(pa.float32()))),  # x1, y1, x2, y2 pixels of the original image
-        ("scores", pa.list_(pa.float32())),
-        ("source", pa.string()),  # detector | detfile | torchvision | gt
-    ]
-)
-
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
@@ -85,7 +76,7 @@ def _frame_rows(
     sequence: Sequence, id_offset: int, issues: Issues, seq_root: Path
 ) -> Iterator[dict[str, Any]]:
     """One dict per usable frame; reads and checks each frame's bytes (bad frames go to `issues`)."""
-    info = None if sequence.static else read_seqinfo(Path(sequence.source))
+    info = None if sequence.static else read_sequence_info(Path(sequence.source))
     for record in sequence.frames:
         try:
             data = record.image_path.read_bytes()
@@ -184,6 +175,7 @@ def _write_sequence(path: Path, rows: Iterable[dict[str, Any]], row_group_frames
     return counts
 
 
+# Long by design: the manifest is built beside the files it describes, in one atomic folder.
 def write_dataset(
     sequences: Iterable[Sequence],
     out_dir: str | Path,
@@ -315,222 +307,3 @@ def read_manifest(dataset_dir: str | Path, verify_checksums: bool = False) -> di
                 kind="bad_manifest",
             )
     return manifest
-
-
-@dataclass
-class FrameData:
-    """One decoded-annotation frame row (the image still encoded)."""
-
-    sequence: str
-    frame: int
-    width: int
-    height: int
-    image: memoryview | bytes
-    ids: np.ndarray  # [K] int64
-    orig_ids: np.ndarray
-    boxes: np.ndarray  # [K, 4] float64 x, y, w, h pixels
-    classes: np.ndarray
-    consider: np.ndarray
-    visibility: np.ndarray
-    ignore: np.ndarray  # [K] bool
-    det_boxes: np.ndarray  # [D, 4]
-    det_scores: np.ndarray
-    det_sources: list[str]
-
-
-def _split_list(column: pa.ChunkedArray | pa.Array, width: int | None = None) -> list[np.ndarray]:
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    offsets = array.offsets.to_numpy()
-    values = array.values
-    if width is not None:
-        values = values.values.to_numpy(zero_copy_only=False).reshape(-1, width)
-    else:
-        values = values.to_numpy(zero_copy_only=False)
-    base = offsets[0]
-    return [values[offsets[i] - base : offsets[i + 1] - base] for i in range(len(array))]
-
-
-def table_to_frames(table: pa.Table) -> list[FrameData]:
-    """Arrow rows → `FrameData` (vectorised per column; images stay zero-copy views)."""
-    n = table.num_rows
-    images = table.column("image").combine_chunks()
-    buffers = images.buffers()
-    image_offsets = np.frombuffer(buffers[1], np.int32)[images.offset : images.offset + n + 1] if n else []
-    image_buffer = memoryview(buffers[2]) if n else memoryview(b"")
-    lists = {
-        name: _split_list(table.column(name))
-        for name in ("ids", "orig_ids", "classes", "consider", "visibility", "ignore", "det_scores")
-    }
-    boxes = _split_list(table.column("boxes"), 4)
-    det_boxes = _split_list(table.column("det_boxes"), 4)
-    det_sources = table.column("det_sources").to_pylist()
-    sequences = table.column("sequence").to_pylist()
-    frames = table.column("frame").to_numpy()
-    widths = table.column("width").to_numpy()
-    heights = table.column("height").to_numpy()
-    return [
-        FrameData(
-            sequences[i],
-            int(frames[i]),
-            int(widths[i]),
-            int(heights[i]),
-            image_buffer[image_offsets[i] : image_offsets[i + 1]],
-            lists["ids"][i],
-            lists["orig_ids"][i],
-            boxes[i],
-            lists["classes"][i],
-            lists["consider"][i],
-            lists["visibility"][i],
-            lists["ignore"][i].astype(bool),
-            det_boxes[i],
-            lists["det_scores"][i],
-            det_sources[i],
-        )
-        for i in range(n)
-    ]
-
-
-class SequenceFile:
-    """Random access to one sequence's frames by position, reading only the row groups needed."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._file = pq.ParquetFile(path, memory_map=True)
-        sizes = [self._file.metadata.row_group(i).num_rows for i in range(self._file.num_row_groups)]
-        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self.num_frames = int(self.starts[-1])
-        self.frame_numbers = self._file.read(columns=["frame"]).column("frame").to_numpy()
-
-    def read_row_group(self, index: int) -> list[FrameData]:
-        return table_to_frames(self._file.read_row_group(index))
-
-    def locate(self, position: int) -> tuple[int, int]:
-        group = int(np.searchsorted(self.starts, position, side="right") - 1)
-        return group, position - int(self.starts[group])
-
-
-class DatasetReader:
-    """A complete Parquet dataset: manifest checked once, row groups cached (LRU, by bytes)."""
-
-    def __init__(self, dataset_dir: str | Path, cache_bytes: int = 256 << 20):
-        self.dataset_dir = Path(dataset_dir)
-        self.manifest = read_manifest(self.dataset_dir)
-        self.cache_bytes = cache_bytes
-        self._files: dict[str, SequenceFile] = {}
-        self._cache: OrderedDict[tuple[str, int], tuple[list[FrameData], int]] = OrderedDict()
-        self._cached = 0
-
-    @property
-    def sequences(self) -> list[str]:
-        return list(self.manifest["sequences"])
-
-    def file(self, sequence: str) -> SequenceFile:
-        if sequence not in self._files:
-            if sequence not in self.manifest["sequences"]:
-                raise KeyError(f"{self.dataset_dir}: no sequence {sequence!r}; has {self.sequences}")
-            self._files[sequence] = SequenceFile(
-                self.dataset_dir / self.manifest["sequences"][sequence]["file"]
-            )
-        return self._files[sequence]
-
-    def _group(self, sequence: str, group: int) -> list[FrameData]:
-        key = (sequence, group)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key][0]
-        frames = self.file(sequence).read_row_group(group)
-        size = sum(len(f.image) for f in frames)
-        self._cache[key] = (frames, size)
-        self._cached += size
-        while self._cached > self.cache_bytes and len(self._cache) > 1:
-            _, (_, old) = self._cache.popitem(last=False)
-            self._cached -= old
-        return frames
-
-    def frames(self, sequence: str, positions: Iterable[int]) -> list[FrameData]:
-        """Frames by position (0-based index into the sequence's stored frames)."""
-        handle = self.file(sequence)
-        result = []
-        for position in positions:
-            group, offset = handle.locate(int(position))
-            result.append(self._group(sequence, group)[offset])
-        return result
-
-    def iter_sequence(self, sequence: str) -> Iterator[FrameData]:
-        handle = self.file(sequence)
-        for group in range(len(handle.starts) - 1):
-            yield from handle.read_row_group(group)
-
-    def __getstate__(self):  # picklable for DataLoader workers / Ray: reopen lazily
-        return {"dataset_dir": self.dataset_dir, "cache_bytes": self.cache_bytes}
-
-    def __setstate__(self, state):
-        self.__init__(state["dataset_dir"], state["cache_bytes"])
-
-
-def write_pseudo_labels(rows: Iterable[dict[str, Any]], path: str | Path) -> None:
-    """Write pseudo-label rows (keys of `PSEUDO_LABEL_SCHEMA`) atomically, sorted by (source, sequence, frame)."""
-    rows = sorted(rows, key=lambda r: (r["source"], r["sequence"], r["frame"]))
-    table = pa.Table.from_pylist(rows, schema=PSEUDO_LABEL_SCHEMA)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-
-
-def read_pseudo_labels(
-    path: str | Path, threshold: float = 0.0, sources: Iterable[str] | None = None
-) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
-    """(sequence, frame) → (boxes [P, 4] xyxy pixels, scores [P]) with score ≥ threshold.
-
-    `path` is a Parquet file or a folder of them; rows of several sources for one frame are joined.
-    """
-    path = Path(path)
-    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
-    if not files:
-        raise DataError(path, None, "pseudo_labels", "no Parquet file found", kind="missing_split")
-    wanted = set(sources) if sources is not None else None
-    result: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
-    for file in files:
-        table = pq.read_table(file)
-        missing = [name for name in PSEUDO_LABEL_SCHEMA.names if name not in table.column_names]
-        if missing:
-            raise DataError(
-                file,
-                None,
-                missing[0],
-                f"column missing (expected schema {PSEUDO_LABEL_SCHEMA.names})",
-                kind="bad_schema",
-            )
-        table = table.select(PSEUDO_LABEL_SCHEMA.names).cast(PSEUDO_LABEL_SCHEMA)
-        boxes = table.column("boxes").to_pylist()
-        scores = table.column("scores").to_pylist()
-        for i, (sequence, frame, source) in enumerate(
-            zip(
-                table.column("sequence").to_pylist(),
-                table.column("frame").to_pylist(),
-                table.column("source").to_pylist(),
-                strict=True,
-            )
-        ):
-            if wanted is not None and source not in wanted:
-                continue
-            frame_boxes = np.asarray(boxes[i], dtype=np.float32).reshape(-1, 4)
-            frame_scores = np.asarray(scores[i], dtype=np.float32)
-            if len(frame_boxes) != len(frame_scores):
-                raise DataError(
-                    file,
-                    None,
-                    f"row {i}.scores",
-                    f"{len(frame_scores)} scores for {len(frame_boxes)} boxes",
-                    kind="bad_schema",
-                )
-            keep = frame_scores >= threshold
-            key = (sequence, int(frame))
-            if key in result:
-                old_boxes, old_scores = result[key]
-                result[key] = (
-                    np.concatenate([old_boxes, frame_boxes[keep]]),
-                    np.concatenate([old_scores, frame_scores[keep]]),
-                )
-            else:
-                result[key] = (frame_boxes[keep], frame_scores[keep])
-    return result

@@ -18,15 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.formats.motchallenge import format_number
 from pipeline.paths import atomic_path
 
 SPLIT_SEEDS = {"train": 1, "val": 2, "test": 3}
-
-
-def format_number(value: float) -> str:
-    """Shortest text that reads back as the same float; integers without a decimal point."""
-    value = float(value)
-    return str(int(value)) if value.is_integer() else repr(value)
 
 
 @dataclass

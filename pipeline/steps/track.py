@@ -1,7 +1,9 @@
-"""Running a trained checkpoint over a split: online, frame by frame, one result file per sequence.
+"""The track step: a trained checkpoint over a split, online, frame by frame, one result file per sequence.
 
 Speed is measured as Table 6 does (frames per second of the tracker itself, reading and decoding
-the images excluded), and also end to end (reading and decoding included). With `track.workers`
+the images excluded), and also end to end (reading and decoding included). Both are steady-state
+rates: a fresh tracker's first step (lazy initialisation, first allocations; tens of seconds on a
+fresh clone) is a separate warm-up step (`warm_up`), reported as `warmup_seconds`. With `track.workers`
 > 1 the sequences run in parallel on Ray actors (one model per actor); the per-sequence FPS is then
 still the speed of one stream, and `throughput_fps` what the workers achieve together.
 """
@@ -16,16 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+import torch
 
-from pipeline import mot_io
-from pipeline.paths import RESULTS_DIR, atomic_path
-
-FPS_FILE = "fps.json"
-
-
-def results_dir(method: str, split: str) -> Path:
-    return RESULTS_DIR / method / split
+import motrv3
+from pipeline.console import Progress, say
+from pipeline.data.parquet_io import read_manifest
+from pipeline.data.reader import iter_frames, list_sequences
+from pipeline.drawing import Annotator, rows_to_tracks
+from pipeline.formats.motchallenge import tracks_to_rows, write_results
+from pipeline.params import Params
+from pipeline.paths import FPS_FILE, MODELS_DIR, atomic_path
+from pipeline.runtime import configure_process, resolve_device
 
 
 @dataclass(frozen=True)
@@ -47,39 +52,44 @@ class SequenceRun:
     frames: int
     model_seconds: float  # `Tracker.step` only: the Table 6 measure
     total_seconds: float  # reading + decoding + tracking
+    warmup_seconds: float = 0.0  # the tracker's warm-up step before this sequence (0: already warm)
 
     def timing(self) -> dict[str, float | int]:
         return {
             "frames": self.frames,
             "model_seconds": self.model_seconds,
             "total_seconds": self.total_seconds,
+            "warmup_seconds": self.warmup_seconds,
             "fps": self.frames / self.model_seconds if self.model_seconds > 0 else 0.0,
             "fps_with_io": self.frames / self.total_seconds if self.total_seconds > 0 else 0.0,
         }
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
-    return device
-
-
 def build_tracker(settings: TrackSettings):
     """Load the checkpoint (weights_only) and wrap it in the library's online tracker."""
-    import torch
-
-    import motrv3
-
-    torch.set_num_threads(max(1, settings.threads))
-    motrv3.retain_freed_memory()
+    configure_process(settings.threads)
+    if str(settings.checkpoint).lower().endswith(".onnx"):  # an export: onnxruntime on CPU (docs/export.md)
+        network, _ = motrv3.load_onnx(settings.checkpoint, threads=max(1, settings.threads))
+        return motrv3.Tracker(network, settings.tracking, settings.size, settings.max_size, "cpu")
     model, _ = motrv3.load_checkpoint(settings.checkpoint)
     device = resolve_device(settings.device)
     model = model.to(device).eval()
     return motrv3.Tracker(model, settings.tracking, settings.size, settings.max_size, device)
+
+
+def warm_up(tracker, image: np.ndarray) -> float:
+    """One step of a fresh tracker on `image`, then `reset()`; returns its seconds.
+
+    The first step pays one-time costs (lazy initialisation, first allocations) that no later frame
+    pays; taking it outside the timed frames keeps FPS a steady-state rate. The reset discards its
+    tracks, so the results are those of a tracker that never saw the frame.
+    """
+    begin = time.perf_counter()
+    with torch.inference_mode():
+        tracker.step(image)
+    seconds = time.perf_counter() - begin
+    tracker.reset()
+    return seconds
 
 
 def run_online(
@@ -92,8 +102,6 @@ def run_online(
     Returns (rows [N, 7], frame count, seconds in `tracker.step`, seconds overall).
     `on_frame(frame, image, tracks)` (drawing, progress bars) is excluded from both clocks.
     """
-    import torch
-
     tracker.reset()
     rows: list[list[float]] = []
     count, model_seconds, outside = 0, 0.0, 0.0
@@ -103,7 +111,7 @@ def run_online(
             begin = time.perf_counter()
             tracks = tracker.step(image)  # returns Python values: the device has finished
             model_seconds += time.perf_counter() - begin
-            rows.extend(mot_io.tracks_to_rows(frame, tracks))
+            rows.extend(tracks_to_rows(frame, tracks))
             count += 1
             if on_frame is not None:
                 begin = time.perf_counter()
@@ -116,8 +124,6 @@ def run_online(
 
 def _dataset_frames(dataset_dir: Path, sequence: str) -> Iterator[tuple[int, np.ndarray]]:
     """(frame number, RGB image) of a stored sequence; reading and decoding happen lazily, per frame."""
-    from pipeline.data.loader import iter_frames
-
     for frame, image, _ in iter_frames(dataset_dir, sequence):
         yield frame, image
 
@@ -134,21 +140,34 @@ def track_sequence(
 
 
 def _sequence_length(dataset_dir: Path, sequence: str) -> int | None:
-    from pipeline.data.parquet_io import read_manifest
-
     return read_manifest(dataset_dir)["sequences"][sequence]["frames"]
 
 
-def _track_sequences_local(
-    settings: TrackSettings, dataset_dir: Path, sequences: list[str]
-) -> list[SequenceRun]:
-    from tqdm import tqdm
+def _warm_up_on(tracker, dataset_dir: Path, sequence: str) -> float:
+    """`warm_up` on the first frame of `sequence`."""
+    frames = _dataset_frames(Path(dataset_dir), sequence)
+    first = next(frames, None)
+    frames.close()
+    return warm_up(tracker, first[1]) if first is not None else 0.0
 
+
+def _sequence_line(run: SequenceRun) -> str:
+    warm = f", after a {run.warmup_seconds:.1f} s warm-up" if run.warmup_seconds else ""
+    return f"{run.sequence}: {run.frames} frames, {run.timing()['fps']:.2f} FPS{warm}"
+
+
+def _track_sequences_local(
+    settings: TrackSettings, dataset_dir: Path, sequences: list[str], progress: bool = True
+) -> list[SequenceRun]:
     tracker = build_tracker(settings)
+    warmup = _warm_up_on(tracker, dataset_dir, sequences[0])
     runs = []
     for sequence in sequences:
-        with tqdm(total=_sequence_length(dataset_dir, sequence), desc=sequence, unit="frame") as bar:
-            runs.append(track_sequence(tracker, dataset_dir, sequence, progress=lambda: bar.update()))
+        with Progress(sequence, _sequence_length(dataset_dir, sequence), "frames", live=progress) as bar:
+            run = track_sequence(tracker, dataset_dir, sequence, progress=lambda: bar.update())
+            run.warmup_seconds, warmup = warmup, 0.0
+            bar.set_postfix(FPS=f"{run.timing()['fps']:.2f}")
+        runs.append(run)
     return runs
 
 
@@ -157,15 +176,14 @@ class _TrackWorker:
 
     def __init__(self, settings: TrackSettings):
         self.tracker = build_tracker(settings)
+        self.warm = False
 
     def run(self, dataset_dir: str, sequence: str) -> SequenceRun:
-        from ray.experimental.tqdm_ray import tqdm
-
-        bar = tqdm(total=_sequence_length(Path(dataset_dir), sequence), desc=sequence)
-        try:
-            return track_sequence(self.tracker, dataset_dir, sequence, progress=lambda: bar.update(1))
-        finally:
-            bar.close()
+        warmup = 0.0 if self.warm else _warm_up_on(self.tracker, Path(dataset_dir), sequence)
+        self.warm = True
+        run = track_sequence(self.tracker, dataset_dir, sequence)
+        run.warmup_seconds = warmup
+        return run
 
 
 def _track_sequences_ray(
@@ -184,7 +202,10 @@ def _track_sequences_ray(
         actor = ray.remote(num_cpus=settings.threads, num_gpus=gpus)(_TrackWorker)
         actors = [actor.remote(settings) for _ in range(min(workers, len(sequences)))]
         dataset = str(dataset_dir.resolve())
-        runs = list(ActorPool(actors).map_unordered(lambda a, seq: a.run.remote(dataset, seq), sequences))
+        runs = []
+        for run in ActorPool(actors).map_unordered(lambda a, seq: a.run.remote(dataset, seq), sequences):
+            say(_sequence_line(run))  # one line per sequence, as it finishes
+            runs.append(run)
         for handle in actors:
             ray.kill(handle)
         return runs
@@ -202,14 +223,13 @@ def track_split(
     sequences: list[str] | None = None,
     extra_info: dict[str, Any] | None = None,
     save_video: bool = False,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Track every sequence of a converted split; write `<out_dir>/<seq>.txt` and `fps.json`
     (+ an annotated `<seq>.mp4` each with `save_video`, drawn after timing).
 
     The folder is replaced as a whole (atomically), so it never mixes two runs. Returns fps.json's content.
     """
-    from pipeline.data.loader import list_sequences
-
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     sequences = list(sequences) if sequences is not None else list_sequences(dataset_dir)
     if not sequences:
@@ -218,7 +238,7 @@ def track_split(
     if workers > 1 and len(sequences) > 1:
         runs = _track_sequences_ray(settings, dataset_dir, sequences, workers, ray_address)
     else:
-        runs = _track_sequences_local(settings, dataset_dir, sequences)
+        runs = _track_sequences_local(settings, dataset_dir, sequences, progress)
     wall = time.perf_counter() - start
     runs.sort(key=lambda run: sequences.index(run.sequence))
     frames = sum(r.frames for r in runs)
@@ -228,6 +248,8 @@ def track_split(
         "fps": frames / model_seconds if model_seconds > 0 else 0.0,
         "fps_with_io": frames / total_seconds if total_seconds > 0 else 0.0,
         "throughput_fps": frames / wall if wall > 0 else 0.0,
+        # One per tracker (each Ray worker warms its own): the longest, as a person waits for it.
+        "warmup_seconds": max(r.warmup_seconds for r in runs),
         "frames": frames,
         "sequences_count": len(runs),
         "wall_seconds": wall,
@@ -243,11 +265,9 @@ def track_split(
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         for run in runs:
-            mot_io.write_results(tmp / f"{run.sequence}.txt", run.rows)
+            write_results(tmp / f"{run.sequence}.txt", run.rows)
         (tmp / FPS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         if save_video:
-            from pipeline.data.parquet_io import read_manifest
-
             entries = read_manifest(dataset_dir)["sequences"]
             for run in runs:
                 rate = entries[run.sequence].get("frame_rate")
@@ -258,10 +278,6 @@ def track_split(
 
 def render_video(dataset_dir: Path, sequence: str, rows: np.ndarray, path: Path, fps: float = 25.0) -> None:
     """Draw result rows (boxes, identities, trails) over a stored sequence into an mp4v video."""
-    import cv2
-
-    from pipeline.demo import Annotator, rows_to_tracks
-
     annotator, writer = Annotator(), None
     try:
         for frame, image in _dataset_frames(dataset_dir, sequence):
@@ -273,3 +289,52 @@ def render_video(dataset_dir: Path, sequence: str, rows: np.ndarray, path: Path,
     finally:
         if writer is not None:
             writer.release()
+
+
+def settings_from_params(params: Params, checkpoint: str | Path) -> TrackSettings:
+    """The tracker of a checkpoint as the params configure it (test size, tracking, device, threads)."""
+    return TrackSettings(
+        checkpoint=str(checkpoint),
+        tracking=params.tracking.to_config(),
+        size=params.data.eval_size,
+        max_size=params.data.eval_max_size,
+        device=params.track.device,
+        threads=params.track.cpus_per_worker,
+    )
+
+
+def training_record(checkpoint: str | Path) -> dict[str, Any]:
+    """What the train stage recorded about the run behind `checkpoint` ({} if none): method,
+    Ray Train run and MLflow run id, so evaluations land on that MLflow run."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.suffix.lower() == ".onnx" or not checkpoint.is_file():
+        return {}
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    record = payload.get("training") if isinstance(payload, dict) else None
+    return dict(record) if isinstance(record, dict) else {}
+
+
+def default_checkpoint(params: Params, method: str) -> Path:
+    """`track.checkpoint`, else `models/<method>/checkpoint.pt`."""
+    return Path(params.track.checkpoint or MODELS_DIR / method / "checkpoint.pt")
+
+
+def run(
+    params: Params,
+    checkpoint: str | Path,
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    extra_info: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Track every sequence of `dataset_dir` with `checkpoint` as the params say; returns fps.json's content."""
+    return track_split(
+        settings_from_params(params, checkpoint),
+        dataset_dir,
+        out_dir,
+        workers=params.track.workers,
+        ray_address=params.ray.address,
+        save_video=params.track.save_video,
+        extra_info=extra_info,
+        progress=progress,
+    )

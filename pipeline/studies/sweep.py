@@ -1,20 +1,19 @@
 """Ablations with Ray Tune (MOTRv3 §4.4, Tables 3-5): every row a trial of train → track → evaluate.
 
 A table is a grid over its rows × `sweep.seeds`. Each trial loads the params with the row's
-overrides (e.g. `rfs.enabled=false`), trains with Ray Train (`pipeline.training.train`, a
+overrides (e.g. `rfs.enabled=false`), trains with Ray Train (`pipeline.steps.train.run`, a
 `TorchTrainer` inside the trial: the trial itself holds only `sweep.trial_cpus`), tracks the
-evaluation split (`pipeline.tracking.track_split`) and scores it with TrackEval
-(`pipeline.evaluation.evaluate_folder`). One MLflow parent run per table, one child run per trial
+evaluation split (`pipeline.steps.track.run`) and scores it with TrackEval
+(`pipeline.steps.evaluate.run`): the same step functions the stages call. One MLflow parent run per table, one child run per trial
 (created by the trial with the parent's id, ended by the trial), the rendered table (measured rows
 beside the paper's reported rows) in `reports/table<N>.{md,csv}` and in the parent run.
 
 Resume: a trial whose outputs (`<storage>/<table>/rows/<key>/eval.json`) exist for the same
-effective params is not re-run, and training itself resumes from its Ray Train checkpoints.
+effective params and input data (`pipeline.identity.work_key`) is not re-run, and training itself resumes from its Ray Train checkpoints.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import re
@@ -25,11 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import paths
-from pipeline.paper_results import METRICS, reported
-from pipeline.params import DEFAULT_PARAMS_FILE, Params, load_params
-from pipeline.reports import Comparison, MeasuredRow, aggregate_seeds, log_comparison, write_comparison
+from pipeline.identity import work_key
+from pipeline.params import DEFAULT_PARAMS_FILE, Params, load_params, switch_overrides
+from pipeline.studies.paper_results import METRICS, reported
+from pipeline.studies.reports import (
+    Comparison,
+    MeasuredRow,
+    aggregate_seeds,
+    log_comparison,
+    write_comparison,
+)
 
-DEFAULT_RUNNER = "pipeline.sweep:train_track_evaluate"
+DEFAULT_RUNNER = "pipeline.studies.sweep:train_track_evaluate"
 EVAL_FILE = "eval.json"
 
 
@@ -44,7 +50,7 @@ class SweepRow:
     label: str
     settings: dict[str, Any]
     overrides: tuple[str, ...]
-    method: str = "motrv3"  # `motr` switches RFS, PLD and TGD off (pipeline.training.method_params)
+    method: str = "motrv3"  # `motr`: the baseline (pipeline.params.baseline)
     paper_label: str | None = None
 
     def as_config(self) -> dict[str, Any]:
@@ -56,14 +62,6 @@ class SweepRow:
         }
 
 
-def _onoff(rfs: bool, pld: bool, tgd: bool) -> tuple[str, ...]:
-    return (
-        f"rfs.enabled={str(rfs).lower()}",
-        f"pld.enabled={str(pld).lower()}",
-        f"tgd.enabled={str(tgd).lower()}",
-    )
-
-
 def table3_rows() -> list[SweepRow]:
     """Table 3: the paper's six on/off combinations of RFS, PLD and TGD (row 1 = MOTR baseline)."""
     rows = []
@@ -73,7 +71,7 @@ def table3_rows() -> list[SweepRow]:
             SweepRow(
                 label=item["label"],
                 settings={"rfs": flags[0], "pld": flags[1], "tgd": flags[2]},
-                overrides=_onoff(*flags),
+                overrides=switch_overrides(*flags),
                 paper_label=item["label"],
             )
         )
@@ -90,7 +88,7 @@ def table4_rows(sources: Sequence[str]) -> list[SweepRow]:
         parts = [s.strip() for s in source.split("+") if s.strip()]
         if not parts:
             raise SweepError(f"sweep.pld_sources: empty source in {list(sources)}")
-        overrides = (*_onoff(True, True, False), f"pld.sources=[{','.join(parts)}]")
+        overrides = (*switch_overrides(True, True, False), f"pld.sources=[{','.join(parts)}]")
         if len(parts) > 1:
             overrides += ("pld.combine=parallel",)
         label = "parallel (" + " & ".join(parts) + ")" if len(parts) > 1 else parts[0]
@@ -99,14 +97,21 @@ def table4_rows(sources: Sequence[str]) -> list[SweepRow]:
 
 
 def table5_rows() -> list[SweepRow]:
-    """Table 5: RFS + PLD base, then TGD with 3/4/5 groups without noise, and 4 groups with noise."""
+    """Table 5: RFS + PLD base, then TGD with 3/4/5 groups without noise, and 4 groups with noise.
+
+    "Group Num" goes to `tgd.groups` unchanged: both are Eq. 4's G, which counts the original track
+    queries (G − 1 noisy copy groups are added; `motrv3.tgd`)."""
     rows = []
     for item in reported(5).rows:
         groups, noise = item["groups"], item["noise"]
         if groups is None:
-            overrides = _onoff(True, True, False)
+            overrides = switch_overrides(True, True, False)
         else:
-            overrides = (*_onoff(True, True, True), f"tgd.groups={groups}", f"tgd.noise={str(noise).lower()}")
+            overrides = (
+                *switch_overrides(True, True, True),
+                f"tgd.groups={groups}",
+                f"tgd.noise={str(noise).lower()}",
+            )
         label = item["label"] if groups is None else f"{item['label']} ({groups})"
         rows.append(SweepRow(label=label, settings={"groups": groups, "noise": noise}, overrides=overrides))
     return rows
@@ -130,22 +135,27 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "row"
 
 
-def trial_key(label: str, params: Params) -> str:
-    """`<row slug>-<hash of the effective params>`: a changed config never reuses old outputs."""
-    blob = json.dumps(params.as_dict(), sort_keys=True)
-    return f"{_slug(label)}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+def trial_inputs(params: Params, root: Path, split: str) -> list[Path]:
+    """The data a trial reads: the training and evaluation splits, the pseudo labels, the init weights."""
+    inputs = [root / paths.CLIPS_DIR / params.dataset.train_split, root / paths.CLIPS_DIR / split]
+    inputs.append(root / paths.PSEUDO_LABELS_DIR / params.dataset.train_split)
+    for section in (params.train, params.detector):
+        if section.init_checkpoint:
+            inputs.append(root / section.init_checkpoint)
+    return inputs
+
+
+def trial_key(label: str, params: Params, inputs: Sequence[Path] = ()) -> str:
+    """`<row slug>-<hash>` of the effective params and the input data: a changed config or changed
+    data never reuses old outputs."""
+    return work_key(_slug(label), params, inputs, digits=10)
 
 
 def train_track_evaluate(
     params: Params, method: str, out_dir: Path, root: Path, split: str
 ) -> dict[str, Any]:
     """The real pipeline for one configuration; returns the flat metrics (percentages, IDS a count)."""
-    import tempfile
-
-    from pipeline.data import export_motchallenge_gt
-    from pipeline.evaluation import DATASET_BENCHMARK, evaluate_folder, write_metrics_json
-    from pipeline.tracking import TrackSettings, track_split
-    from pipeline.training import train
+    from pipeline.steps import evaluate, track, train
 
     # Tune runs a trial in its own directory: paths of the pipeline are relative to `root`.
     params = params.model_copy(deep=True)
@@ -156,7 +166,7 @@ def train_track_evaluate(
     for section in (params.train, params.detector):
         if section.init_checkpoint and not Path(section.init_checkpoint).is_absolute():
             section.init_checkpoint = str(root / section.init_checkpoint)
-    train_metrics = train(
+    train_metrics = train.run(
         params,
         method,
         out_dir / "model",
@@ -164,27 +174,10 @@ def train_track_evaluate(
         pseudo_labels_dir=root / paths.PSEUDO_LABELS_DIR,
         progress=False,
     )
-    settings = TrackSettings(
-        checkpoint=str(out_dir / "model" / "checkpoint.pt"),
-        tracking=params.tracking.to_config(),
-        size=params.data.eval_size,
-        max_size=params.data.eval_max_size,
-        device=params.track.device,
-        threads=params.track.cpus_per_worker,
-    )  # as `stages.track` builds them
     dataset_dir = root / paths.CLIPS_DIR / split
-    fps = track_split(
-        settings,
-        dataset_dir,
-        out_dir / "results",
-        workers=params.track.workers,
-        ray_address=params.ray.address,
-    )
-    benchmark = params.evaluate.benchmark or DATASET_BENCHMARK[params.dataset.name]
-    with tempfile.TemporaryDirectory(prefix="motrv3-gt-") as gt:
-        export_motchallenge_gt(dataset_dir, gt)
-        evaluation = evaluate_folder(gt, out_dir / "results", benchmark)
-    write_metrics_json(evaluation, out_dir / "metrics.json", FPS=fps["fps"])
+    params.track.save_video = False  # a trial keeps only what it scores
+    fps = track.run(params, out_dir / "model" / "checkpoint.pt", dataset_dir, out_dir / "results")
+    evaluation = evaluate.run(params, out_dir / "results", dataset_dir, out_dir, "metrics")
     return {
         **evaluation.overall,
         "FPS": fps["fps"],
@@ -216,7 +209,7 @@ def run_trial(config: dict[str, Any]) -> None:
     overrides = [*config["base_overrides"], *row["overrides"], f"seed={seed}"]
     params = load_params(config["params_file"], overrides)
     split = config["split"] or params.dataset.eval_split
-    key = trial_key(f"{row['label']}-s{seed}", params)
+    key = trial_key(f"{row['label']}-s{seed}", params, trial_inputs(params, root, split))
     out_dir = Path(config["rows_dir"]) / key
     client = MlflowClient(config["tracking_uri"])
     run = client.create_run(

@@ -1,11 +1,11 @@
-"""Scoring tracker results with TrackEval: HOTA, CLEAR (MOTA, IDS, ...) and Identity (IDF1) metrics.
+"""The evaluate step: tracker results scored with TrackEval: HOTA, CLEAR (MOTA, IDS, ...) and Identity (IDF1).
 
 One entry point, `evaluate_folder(gt_dir, results_dir, benchmark)`, scores our results and any other
 tracker's the same way. Inputs are MOTChallenge layout:
 
     gt_dir/<seq>/seqinfo.ini, gt_dir/<seq>/gt/gt.txt      results_dir/<seq>.txt
 
-Every file is validated first (`pipeline.mot_io`: errors name file and line; a sequence without a
+Every file is validated first (`pipeline.formats.motchallenge`: errors name file and line; a sequence without a
 result file is an error, not a zero), then staged into TrackEval's own layout in a temporary folder
 and scored by the real `trackeval` package (`MotChallenge2DBox`). Benchmarks differ only in which
 ground truth counts:
@@ -33,9 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import trackeval
 
-from pipeline import mot_io
-from pipeline.paths import atomic_path
+from pipeline.data.parquet_io import read_manifest
+from pipeline.data.reader import export_motchallenge_gt, list_sequences
+from pipeline.formats import motchallenge as mot
+from pipeline.formats.errors import DataError
+from pipeline.params import Params
+from pipeline.paths import FPS_FILE, METRICS_DIR, atomic_path
+from pipeline.steps import submission
 
 
 class EvaluationError(RuntimeError):
@@ -68,6 +74,11 @@ DATASET_BENCHMARK = {
     "mot17": "MOT17",
     "custom": "custom",
 }
+
+
+def benchmark_of(params: Params) -> str:
+    """`evaluate.benchmark`, else the benchmark of `dataset.name`."""
+    return params.evaluate.benchmark or DATASET_BENCHMARK[params.dataset.name]
 
 
 def get_benchmark(name: str) -> Benchmark:
@@ -115,7 +126,7 @@ class Evaluation:
 @dataclass(frozen=True)
 class GroundTruthSequence:
     name: str
-    info: mot_io.SeqInfo
+    info: mot.SeqInfo
     gt_file: Path | None  # None: no labels (a test split)
 
 
@@ -132,7 +143,7 @@ def discover_sequences(gt_dir: str | Path, sequences: list[str] | None = None) -
         names = list(sequences)
     found = []
     for name in names:
-        info = mot_io.read_seqinfo(gt_dir / name / "seqinfo.ini")
+        info = mot.read_seqinfo(gt_dir / name / "seqinfo.ini")
         gt_file = gt_dir / name / "gt" / "gt.txt"
         found.append(GroundTruthSequence(name, info, gt_file if gt_file.is_file() else None))
     return found
@@ -157,10 +168,10 @@ def load_results(results_dir: str | Path, sequences: list[GroundTruthSequence]) 
     """Validated result rows of every sequence; a missing file is a `MissingSequenceError`."""
     missing = [s.name for s in sequences if not result_file(results_dir, s.name).is_file()]
     if missing:
-        raise mot_io.MissingSequenceError(
-            f"{results_dir}: no result file for sequence(s) {missing} (expected {results_dir}/<seq>.txt)"
+        raise mot.MissingSequenceError(
+            results_dir, f"no result file for sequence(s) {missing} (expected {results_dir}/<seq>.txt)"
         )
-    return {s.name: mot_io.read_results(result_file(results_dir, s.name), s.info.length) for s in sequences}
+    return {s.name: mot.read_results(result_file(results_dir, s.name), s.info.length) for s in sequences}
 
 
 def _flatten(metrics: dict[str, dict[str, Any]]) -> dict[str, float | int]:
@@ -198,16 +209,16 @@ def _stage(
     """Write validated, normalised copies in TrackEval's layout (so its parser sees clean files)."""
     gt_root, trackers_root = tmp / "gt", tmp / "trackers"
     for seq in sequences:
-        rows = mot_io.read_gt(seq.gt_file, seq.info.length)
+        rows = mot.read_gt(seq.gt_file, seq.info.length)
         if benchmark.class_one_only:
             rows = rows[rows[:, 7] == 1]
         gt_file = gt_root / seq.name / "gt" / "gt.txt"
         gt_file.parent.mkdir(parents=True)
         # Full precision (scores equal those of the original files); identities only relabelled.
-        gt_file.write_text(mot_io.format_gt(mot_io.compact_ids(rows), decimals=6))
+        gt_file.write_text(mot.format_gt(mot.compact_ids(rows), decimals=6))
         result = trackers_root / tracker_name / "data" / f"{seq.name}.txt"
         result.parent.mkdir(parents=True, exist_ok=True)
-        result.write_text(mot_io.format_results(mot_io.compact_ids(results[seq.name]), decimals=6))
+        result.write_text(mot.format_results(mot.compact_ids(results[seq.name]), decimals=6))
     return gt_root, trackers_root
 
 
@@ -218,8 +229,6 @@ def evaluate_folder(
     sequences: list[str] | None = None,
 ) -> Evaluation:
     """Score `results_dir/<seq>.txt` against `gt_dir/<seq>/gt/gt.txt` for every sequence of gt_dir."""
-    import trackeval
-
     spec = get_benchmark(benchmark)
     gt_sequences = discover_sequences(gt_dir, sequences)
     if not has_labels(gt_sequences):
@@ -311,10 +320,51 @@ def format_table(evaluation: Evaluation, keys: tuple[str, ...] = HEADLINE_KEYS) 
     return "\n".join(lines)
 
 
+def run(
+    params: Params,
+    results: str | Path,
+    dataset_dir: str | Path,
+    metrics_dir: str | Path = METRICS_DIR,
+    stem: str = "metrics",
+    benchmark: str | None = None,
+    submission_archive: str | Path | None = None,
+) -> Evaluation | Path:
+    """Score `results/<seq>.txt` against the converted split's ground truth (exported for TrackEval).
+
+    Labelled: writes `<metrics_dir>/<stem>.json` (+ FPS from the track step's fps.json) and
+    `<stem>_per_sequence.csv`, returns the `Evaluation`. Unlabelled (a test split): validates and
+    packages the results as `submission_archive` for the benchmark's server and returns its path.
+    """
+    results, dataset_dir = Path(results), Path(dataset_dir)
+    benchmark = benchmark or benchmark_of(params)
+    with tempfile.TemporaryDirectory(prefix="motrv3-gt-") as gt_dir:
+        labelled = export_motchallenge_gt(dataset_dir, gt_dir)
+        if not labelled:
+            if submission_archive is None:
+                raise FileNotFoundError(f"{dataset_dir}: no ground truth and no submission archive named")
+            entries = read_manifest(dataset_dir)["sequences"]
+            sequences = [
+                GroundTruthSequence(name, mot.SeqInfo(name, entries[name]["last_frame"]), None)
+                for name in list_sequences(dataset_dir)
+            ]
+            submission.make_submission(results, sequences, benchmark, submission_archive)
+            return Path(submission_archive)
+        unlabelled = sorted(set(list_sequences(dataset_dir)) - set(labelled))
+        if unlabelled:
+            raise FileNotFoundError(f"{dataset_dir}: sequences {unlabelled} have no ground truth, others do")
+        evaluation = evaluate_folder(gt_dir, results, benchmark)
+    extra = {}
+    fps_file = results / FPS_FILE
+    if fps_file.is_file():
+        extra["FPS"] = float(json.loads(fps_file.read_text())["fps"])
+    metrics_dir = Path(metrics_dir)
+    write_metrics_json(evaluation, metrics_dir / f"{stem}.json", **extra)
+    write_per_sequence_csv(evaluation, metrics_dir / f"{stem}_per_sequence.csv")
+    return evaluation
+
+
 def main(argv: list[str] | None = None) -> None:
     """`motrv3 evaluate --gt DIR --results DIR`: score any tracker's MOTChallenge result files."""
-    from pipeline import submission
-
     parser = argparse.ArgumentParser(
         prog="motrv3 evaluate",
         description="Score MOTChallenge result files (RESULTS/<seq>.txt) against MOTChallenge-layout ground "
@@ -345,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"no labels in {args.gt}: wrote submission archive {archive} ({len(names)} files)")
             return
         evaluation = evaluate_folder(args.gt, args.results, args.benchmark)
-    except (mot_io.MOTFormatError, FileNotFoundError, ValueError, EvaluationError) as error:
+    except (DataError, FileNotFoundError, ValueError, EvaluationError) as error:
         sys.exit(f"error: {error}")
     if args.json:
         write_metrics_json(evaluation, args.json)

@@ -14,10 +14,9 @@ import re
 import zipfile
 from pathlib import Path
 
-from pipeline import mot_io
+from pipeline.formats import motchallenge as mot
 from pipeline.paths import RESULTS_DIR, atomic_path
 
-MOT17_DETECTORS = ("DPM", "FRCNN", "SDP")
 _MOT17_NAME = re.compile(r"(MOT17-\d{2})(?:-(DPM|FRCNN|SDP))?")
 
 
@@ -39,7 +38,7 @@ def submission_names(benchmark: str, sequences: list[str]) -> dict[str, str]:
     names: dict[str, str] = {}
     for base, present in sorted(variants.items()):
         fallback = next(iter(present.values()))
-        for detector in MOT17_DETECTORS:
+        for detector in mot.MOT17_DETECTORS:
             names[f"{base}-{detector}"] = present.get(detector, fallback)
     return names
 
@@ -52,7 +51,7 @@ def make_submission(
 ) -> list[str]:
     """Validate `results_dir/<seq>.txt` for every sequence and zip them in the server's layout.
 
-    `sequences`: names, or `evaluation.GroundTruthSequence`s (then frames are checked against the
+    `sequences`: names, or `pipeline.steps.evaluate.GroundTruthSequence`s (then frames are checked against the
     sequence length too). Returns the archive's member names. Written atomically.
     """
     results_dir = Path(results_dir)
@@ -64,11 +63,11 @@ def make_submission(
             lengths[seq.name] = seq.info.length
     missing = [name for name in lengths if not (results_dir / f"{name}.txt").is_file()]
     if missing:
-        raise mot_io.MissingSequenceError(
-            f"{results_dir}: no result file for sequence(s) {missing} (expected {results_dir}/<seq>.txt)"
+        raise mot.MissingSequenceError(
+            results_dir, f"no result file for sequence(s) {missing} (expected {results_dir}/<seq>.txt)"
         )
     texts = {
-        name: mot_io.format_results(mot_io.read_results(results_dir / f"{name}.txt", length))
+        name: mot.format_results(mot.read_results(results_dir / f"{name}.txt", length))
         for name, length in lengths.items()
     }
     members = []

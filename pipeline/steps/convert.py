@@ -1,14 +1,16 @@
-"""Raw layouts → Parquet clip datasets (`data/clips/<split>/`), one per split, per the params."""
+"""The convert step: raw layouts → Parquet clip datasets (`data/clips/<split>/`), one per split, per the params."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from pipeline.data.crowdhuman import read_crowdhuman
-from pipeline.data.errors import DataError, Issues
-from pipeline.data.motchallenge import read_split
 from pipeline.data.parquet_io import write_dataset
+from pipeline.data.sequences import read_split
+from pipeline.formats.errors import DataError, Issues
 from pipeline.paths import CLIPS_DIR, RAW_SYNTHETIC_DIR
 
 
@@ -47,8 +49,6 @@ def convert_split(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Read `<root>/<split>` (+ CrowdHuman train/val for a training split) and write it atomically."""
-    from tqdm import tqdm
-
     issues = Issues(lenient=lenient)
     sequences = read_split(root, split, benchmark, issues)
     if crowdhuman_root is not None:
@@ -85,7 +85,7 @@ def convert_split(
         )
 
 
-def convert(params, out_root: str | Path = CLIPS_DIR, progress: bool = True) -> dict[str, dict[str, Any]]:
+def run(params, out_root: str | Path = CLIPS_DIR, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Convert every split named in `dataset` that exists under the input root."""
     root, benchmark = source_of(params)
     crowdhuman = Path(params.dataset.crowdhuman_root) if params.dataset.crowdhuman_root else None

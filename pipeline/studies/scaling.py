@@ -1,9 +1,9 @@
 """Backbone scaling study (MOTRv3 §4.4 "Model scaling up", Fig. 4): baseline and MOTRv3 per backbone.
 
-The paper swaps ResNet-50 for ConvNeXt-T/S/B (`scaling.backbones`). The embedded `cpu` profile
-cannot train those on 2 cores, so it scales over `scaling.cpu_backbones` instead (small ResNets of
-growing size) and the report says so. Every (method, backbone) is a trial of the
-ablation machinery (`pipeline.sweep.run_sweep`: train → track → evaluate, one MLflow child run).
+The paper swaps ResNet-50 for ConvNeXt-T/S/B (`scaling.backbones`' default). The embedded `cpu`
+profile cannot train those on 2 cores, so it sets `scaling.backbones` to small ResNets of growing
+size, and the report says so. Every (method, backbone) is a trial of the
+ablation machinery (`pipeline.studies.sweep.run_sweep`: train → track → evaluate, one MLflow child run).
 """
 
 from __future__ import annotations
@@ -11,30 +11,33 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import mlflow
+
 from pipeline import paths
-from pipeline.paper_results import FIG4_BACKBONES, METRICS
-from pipeline.params import DEFAULT_PARAMS_FILE, Params
-from pipeline.reports import METHOD_LABELS, Comparison, figure4, log_comparison, write_comparison
-from pipeline.sweep import DEFAULT_RUNNER, SweepOutcome, SweepRow, run_sweep
+from pipeline.mlflow_utils import tracking_uri
+from pipeline.params import DEFAULT_PARAMS_FILE, Params, ScalingParams, switch_overrides
+from pipeline.studies.figures import figure4
+from pipeline.studies.paper_results import FIG4_BACKBONES, METRICS
+from pipeline.studies.reports import METHOD_LABELS, Comparison, log_comparison, write_comparison
+from pipeline.studies.sweep import DEFAULT_RUNNER, SweepOutcome, SweepRow, run_sweep
 
 
 def backbones_for(params: Params) -> tuple[list[str], str]:
-    """The backbones to scale over and a sentence saying which set and why."""
-    if params.profile == "cpu":
-        return list(params.scaling.cpu_backbones), (
-            f"profile cpu: small backbones {', '.join(params.scaling.cpu_backbones)} stand in for the "
-            f"paper's ResNet-50 / ConvNeXt-T/S/B ({', '.join(params.scaling.backbones)})"
-        )
-    return list(
-        params.scaling.backbones
-    ), f"backbones {', '.join(params.scaling.backbones)} (the paper's Fig. 4)"
+    """The backbones to scale over (`scaling.backbones`) and a sentence saying which set and why."""
+    backbones, paper = list(params.scaling.backbones), ScalingParams().backbones
+    if backbones == paper:
+        return backbones, f"backbones {', '.join(backbones)} (the paper's Fig. 4)"
+    return backbones, (
+        f"profile {params.profile}: backbones {', '.join(backbones)} stand in for the "
+        f"paper's ResNet-50 / ConvNeXt-T/S/B ({', '.join(paper)})"
+    )
 
 
 def scaling_rows(params: Params, backbones: Sequence[str]) -> list[SweepRow]:
     """One row per (method, backbone); the baseline's switches are off in its params too (not only in training)."""
     rows = []
     for method in params.scaling.methods:
-        switches = ("rfs.enabled=false", "pld.enabled=false", "tgd.enabled=false") if method == "motr" else ()
+        switches = switch_overrides(False, False, False) if method == "motr" else ()
         for backbone in backbones:
             rows.append(
                 SweepRow(
@@ -58,10 +61,6 @@ def run_scaling(
     reports_dir: Path | None = None,
 ) -> tuple[SweepOutcome, list[Path]]:
     """Run the study; write reports/scaling.{md,csv}, reports/figures/fig4_scaling.png, plots CSV."""
-    import mlflow
-
-    from pipeline.mlflow_utils import tracking_uri
-
     root = Path(root or Path.cwd()).resolve()
     reports_dir = Path(reports_dir) if reports_dir else root / paths.REPORTS_DIR
     backbones, note = backbones_for(params)

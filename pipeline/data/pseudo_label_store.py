@@ -1,0 +1,186 @@
+"""The pseudo-label store of PLD (§3.3): `<root>/<split>/{pseudo_labels.parquet, manifest.json}`.
+
+One row per (source, sequence, frame) in `PSEUDO_LABEL_SCHEMA`; written by the pseudo_labels step
+(`pipeline.steps.pseudo_labels`), read by the clip loader and the tables step. Boxes are
+x1, y1, x2, y2 pixels of the original image.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.formats.errors import DataError
+from pipeline.paths import atomic_path
+
+LABELS_FILE = "pseudo_labels.parquet"
+MANIFEST = "manifest.json"
+
+# The pseudo-label table (one row per frame and source); the single definition every writer uses.
+PSEUDO_LABEL_SCHEMA = pa.schema(
+    [
+        ("sequence", pa.string()),
+        ("frame", pa.int32()),
+        ("boxes", pa.list_(pa.list_(pa.float32()))),  # x1, y1, x2, y2 pixels of the original image
+        ("scores", pa.list_(pa.float32())),
+        ("source", pa.string()),  # detector | detfile | torchvision | gt
+    ]
+)
+
+
+def write_pseudo_labels(rows: Iterable[dict[str, Any]], path: str | Path) -> None:
+    """Write pseudo-label rows (keys of `PSEUDO_LABEL_SCHEMA`) atomically, sorted by (source, sequence, frame)."""
+    rows = sorted(rows, key=lambda r: (r["source"], r["sequence"], r["frame"]))
+    table = pa.Table.from_pylist(rows, schema=PSEUDO_LABEL_SCHEMA)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_pseudo_labels(
+    path: str | Path, threshold: float = 0.0, sources: Iterable[str] | None = None
+) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
+    """(sequence, frame) → (boxes [P, 4] xyxy pixels, scores [P]) with score ≥ threshold.
+
+    `path` is a Parquet file or a folder of them; rows of several sources for one frame are joined.
+    """
+    path = Path(path)
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise DataError(path, None, "pseudo_labels", "no Parquet file found", kind="missing_split")
+    wanted = set(sources) if sources is not None else None
+    result: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+    for file in files:
+        table = pq.read_table(file)
+        missing = [name for name in PSEUDO_LABEL_SCHEMA.names if name not in table.column_names]
+        if missing:
+            raise DataError(
+                file,
+                None,
+                missing[0],
+                f"column missing (expected schema {PSEUDO_LABEL_SCHEMA.names})",
+                kind="bad_schema",
+            )
+        table = table.select(PSEUDO_LABEL_SCHEMA.names).cast(PSEUDO_LABEL_SCHEMA)
+        boxes = table.column("boxes").to_pylist()
+        scores = table.column("scores").to_pylist()
+        for i, (sequence, frame, source) in enumerate(
+            zip(
+                table.column("sequence").to_pylist(),
+                table.column("frame").to_pylist(),
+                table.column("source").to_pylist(),
+                strict=True,
+            )
+        ):
+            if wanted is not None and source not in wanted:
+                continue
+            frame_boxes = np.asarray(boxes[i], dtype=np.float32).reshape(-1, 4)
+            frame_scores = np.asarray(scores[i], dtype=np.float32)
+            if len(frame_boxes) != len(frame_scores):
+                raise DataError(
+                    file,
+                    None,
+                    f"row {i}.scores",
+                    f"{len(frame_scores)} scores for {len(frame_boxes)} boxes",
+                    kind="bad_schema",
+                )
+            keep = frame_scores >= threshold
+            key = (sequence, int(frame))
+            if key in result:
+                old_boxes, old_scores = result[key]
+                result[key] = (
+                    np.concatenate([old_boxes, frame_boxes[keep]]),
+                    np.concatenate([old_scores, frame_scores[keep]]),
+                )
+            else:
+                result[key] = (frame_boxes[keep], frame_scores[keep])
+    return result
+
+
+def load_label_sets(
+    path: str | Path, sources: list[str], threshold: float, combine: str
+) -> dict[tuple[str, int], list]:
+    """(sequence, frame) → label sets for the trainer: `parallel` one (boxes, scores) per source in
+    `sources` order (each matched on its own, Table 4 row 3), `concat` one set joining them all."""
+    per_source = [read_pseudo_labels(path, threshold, [name]) for name in sources]
+    keys = sorted(set().union(*per_source))
+    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+    result = {}
+    for key in keys:
+        sets = [labels.get(key, empty) for labels in per_source]
+        if combine == "concat":
+            sets = [(np.concatenate([b for b, _ in sets]), np.concatenate([s for _, s in sets]))]
+        result[key] = sets
+    return result
+
+
+def check_sources(labels_dir: str | Path, names: list[str]) -> dict[str, Any]:
+    """The manifest of `labels_dir` (one split's output) after checking it holds every source in `names`.
+
+    Training calls this so that a `pld.sources` the stage did not generate is an error, not silently
+    zero pseudo labels.
+    """
+    path = Path(labels_dir) / MANIFEST
+    if not path.is_file():
+        raise DataError(
+            path, None, "manifest", "missing: run `python -m stages.pseudo_labels`", kind="bad_manifest"
+        )
+    manifest = json.loads(path.read_text())
+    missing = [name for name in names if name not in manifest.get("sources", {})]
+    if missing:
+        raise DataError(
+            path,
+            None,
+            "sources",
+            f"pld.sources {missing} not generated (have {sorted(manifest.get('sources', {}))}); add them to "
+            "pseudo_labels.sources and re-run the pseudo_labels stage",
+            kind="missing_source",
+        )
+    return manifest
+
+
+PseudoLabels = dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def read_pseudo_sources(path: str | Path, threshold: float, sources: list[str] | None) -> PseudoLabels:
+    """(sequence, frame) → (boxes [P, 4] xyxy pixels, scores [P], source index [P] into `sources`).
+
+    Only `sources` are read; one of them missing from the pseudo labels is an error naming it (the
+    split folder's manifest when there is one, else the Parquet `source` column). `sources=None`
+    joins every source as index 0 (one label set).
+    """
+    if sources is None:
+        return {
+            key: (boxes, scores, np.zeros(len(scores), np.int64))
+            for key, (boxes, scores) in read_pseudo_labels(path, threshold).items()
+        }
+    path = Path(path)
+    if path.is_dir() and (path / MANIFEST).is_file():
+        check_sources(path, sources)
+    else:
+        files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+        present = set()
+        for file in files:
+            present.update(pq.read_table(file, columns=["source"]).column("source").unique().to_pylist())
+        missing = [name for name in sources if name not in present]
+        if missing:
+            raise DataError(
+                path,
+                None,
+                "source",
+                f"pld.sources {missing} not in the pseudo labels (have {sorted(present)})",
+                kind="missing_source",
+            )
+    result = {}
+    for key, sets in load_label_sets(path, sources, threshold, "parallel").items():
+        result[key] = (
+            np.concatenate([boxes for boxes, _ in sets]).reshape(-1, 4),
+            np.concatenate([scores for _, scores in sets]),
+            np.concatenate([np.full(len(scores), index, np.int64) for index, (_, scores) in enumerate(sets)]),
+        )
+    return result

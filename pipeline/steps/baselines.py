@@ -1,0 +1,270 @@
+"""The baselines step: Table 1's tracking-by-detection rows on our own detector's boxes.
+
+Our detection-only Deformable-DETR (`pseudo_labels.detector_checkpoint`, the PLD detector) runs over
+every frame of the eval split (`motrv3.detect` through the pseudo-label predictors, Ray Data or in
+process); boxes with score ≥ `baselines.det_threshold` go, frame by frame, to the trackers of
+roboflow's `trackers` package (ByteTrack, OC-SORT, SORT; their own defaults unless
+`baselines.tracker_args` says otherwise). Their results are written as MOTChallenge files
+(`results/<tracker>/<split>/<seq>.txt`) and scored by the same TrackEval path as MOTR's
+(`pipeline.steps.evaluate`) into `metrics/<tracker>.json`.
+
+The same boxes give the detector's own quality, `metrics/detector.json`: AP50 and precision/recall
+at IoU 0.5, and the TrackEval detection reference (every box its own identity, DetA and MODA) that
+Table 1's detector row shows.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.data.parquet_io import read_manifest, sha256_file
+from pipeline.data.reader import DEFAULT_FRAME_RATE, DatasetReader, FrameIndex, export_motchallenge_gt
+from pipeline.formats.detections import Detections
+from pipeline.formats.motchallenge import write_results
+from pipeline.paths import METRICS_DIR, RESULTS_DIR, atomic_path, write_text_atomic
+from pipeline.steps import evaluate
+from pipeline.steps.detection_metrics import EMPTY, PR_SCORE, detection_metrics, ground_truth_boxes
+from pipeline.steps.pseudo_labels.predictors import default_workers, run_model
+from pipeline.steps.pseudo_labels.sources import Source
+
+TRACKER_CLASSES = {"bytetrack": "ByteTrackTracker", "ocsort": "OCSORTTracker", "sort": "SORTTracker"}
+INFO_FILE = "tracker.json"  # results/<tracker>/<split>/: package, version, settings of the run
+DETECTOR_METRICS = "detector"  # metrics/detector.json
+
+
+# ---------------------------------------------------------------------------------------------
+# Trackers of the `trackers` package
+
+
+def tracker_settings(name: str, overrides: dict[str, float | int], frame_rate: float) -> dict[str, Any]:
+    """Constructor keywords: the package's defaults, the sequence's frame rate, then `overrides`."""
+    import trackers
+
+    if name not in TRACKER_CLASSES:
+        raise ValueError(f"baselines.trackers: unknown tracker {name!r}; known: {sorted(TRACKER_CLASSES)}")
+    signature = inspect.signature(getattr(trackers, TRACKER_CLASSES[name]))
+    # Numeric keywords only (iou / state_estimator_class take objects and keep their defaults).
+    defaults = {
+        key: p.default
+        for key, p in signature.parameters.items()
+        if isinstance(p.default, int | float) and not isinstance(p.default, bool)
+    }
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"baselines.tracker_args.{name}: unknown keyword(s) {unknown}; "
+            f"trackers {version('trackers')} {TRACKER_CLASSES[name]} takes {sorted(defaults)}"
+        )
+    settings = {**defaults, "frame_rate": float(frame_rate), **overrides}
+    return settings
+
+
+def make_tracker(name: str, settings: dict[str, Any]):
+    import trackers
+
+    return getattr(trackers, TRACKER_CLASSES[name])(**settings)
+
+
+def track_detections(
+    tracker, frames: np.ndarray, dets: dict[int, tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """Feed one sequence's boxes frame by frame → result rows [N, 7] (frame, id, left, top, w, h, score).
+
+    Boxes the tracker leaves without identity (`tracker_id` −1: unconfirmed or unmatched) are not
+    reported, as the package's own MOT evaluation does.
+    """
+    import supervision as sv
+
+    tracker.reset()
+    rows = []
+    for frame in frames:
+        boxes, scores = dets.get(int(frame), EMPTY)
+        out = tracker.update(
+            sv.Detections(
+                xyxy=np.asarray(boxes, np.float32).reshape(-1, 4), confidence=np.asarray(scores, np.float32)
+            )
+        )
+        if len(out) == 0:
+            continue
+        keep = np.asarray(out.tracker_id) >= 0
+        xyxy = np.asarray(out.xyxy, np.float64)[keep]
+        score = np.asarray(out.confidence, np.float64)[keep]
+        ids = np.asarray(out.tracker_id)[keep] + 1  # MOTChallenge identities start at 1
+        for (x1, y1, x2, y2), identity, s in zip(xyxy, ids, score, strict=True):
+            rows.append([int(frame), int(identity), x1, y1, x2 - x1, y2 - y1, s])
+    return np.asarray(rows, np.float64).reshape(-1, 7)
+
+
+def run_tracker(
+    name: str,
+    dets: Detections,
+    index: FrameIndex,
+    frame_rates: dict[str, float],
+    out_dir: str | Path,
+    overrides: dict[str, float | int] | None = None,
+    info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One tracker over every sequence of `index` → `<out_dir>/<seq>.txt` + `tracker.json` (folder replaced atomically)."""
+    by_sequence: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+    for (sequence, frame), value in dets.items():
+        by_sequence.setdefault(sequence, {})[int(frame)] = value
+    results, settings, seconds, frames = {}, {}, 0.0, 0
+    for sequence, sequence_frames in index.frames.items():
+        settings[sequence] = tracker_settings(name, overrides or {}, frame_rates[sequence])
+        tracker = make_tracker(name, settings[sequence])
+        start = time.perf_counter()
+        results[sequence] = track_detections(tracker, np.sort(sequence_frames), by_sequence.get(sequence, {}))
+        seconds += time.perf_counter() - start
+        frames += len(sequence_frames)
+    summary = {
+        "tracker": name,
+        "package": "trackers",
+        "package_version": version("trackers"),
+        "class": TRACKER_CLASSES[name],
+        "settings": settings,
+        "frames": frames,
+        "tracker_fps": frames / seconds if seconds > 0 else 0.0,  # association only, detector excluded
+        **(info or {}),
+    }
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        for sequence, rows in results.items():
+            write_results(tmp / f"{sequence}.txt", rows)
+        (tmp / INFO_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# The detector's own quality
+
+
+def detections_as_tracks(dets: Detections, sequences: list[str], threshold: float, out_dir: Path) -> None:
+    """Result files where every box with score ≥ threshold is its own identity (the detection reference)."""
+    next_id = 1
+    for sequence in sequences:
+        rows = []
+        for (seq, frame), (boxes, scores) in sorted(dets.items()):
+            if seq != sequence:
+                continue
+            for (x1, y1, x2, y2), score in zip(boxes, scores, strict=True):
+                if score >= np.float32(threshold):
+                    rows.append((frame, next_id, x1, y1, x2 - x1, y2 - y1, score))
+                    next_id += 1
+        write_results(out_dir / f"{sequence}.txt", np.asarray(rows, np.float64).reshape(-1, 7))
+
+
+def detector_report(params, dets: Detections, dataset_dir: Path, det_threshold: float) -> dict[str, Any]:
+    """`metrics/detector.json`: AP50, precision/recall at 0.5 and at `det_threshold`, TrackEval DetA/MODA."""
+    truth, ignored = ground_truth_boxes(DatasetReader(dataset_dir))
+    report = detection_metrics(dets, truth, ignored, 0.5, {"": PR_SCORE, "_at_det_threshold": det_threshold})
+    reference_score = params.tracking.new_track_score
+    with tempfile.TemporaryDirectory(prefix="motrv3-detref-") as tmp_name:
+        gt, results = Path(tmp_name) / "gt", Path(tmp_name) / "results"
+        sequences = export_motchallenge_gt(dataset_dir, gt)
+        detections_as_tracks(dets, sequences, reference_score, results)
+        scored = evaluate.evaluate_folder(gt, results, evaluate.benchmark_of(params))
+    reference = {
+        key: scored.overall[key] for key in ("DetA", "DetRe", "DetPr", "LocA", "MODA", "CLR_Re", "CLR_Pr")
+    }
+    return {**report, **reference, "det_threshold": det_threshold, "reference_score": reference_score}
+
+
+# ---------------------------------------------------------------------------------------------
+# The step
+
+
+def frame_rates_of(dataset_dir: Path) -> dict[str, float]:
+    rates = {}
+    for name, entry in read_manifest(dataset_dir)["sequences"].items():
+        rate = entry.get("frame_rate")
+        rates[name] = float(rate) if isinstance(rate, int | float) and rate > 0 else DEFAULT_FRAME_RATE
+    return rates
+
+
+def detect_split(params, dataset_dir: Path, checkpoint: Path, threshold: float, progress: bool) -> Detections:
+    """Our detector over every frame of the split, boxes with score ≥ threshold (xyxy pixels)."""
+    if not checkpoint.is_file():
+        raise FileNotFoundError(
+            f"{checkpoint}: no detector checkpoint; run `python -m stages.train_detector` first"
+        )
+    spec = {
+        "checkpoint": str(checkpoint),
+        "size": params.data.eval_size,
+        "max_size": params.data.eval_max_size,
+    }
+    dets = run_model(
+        Source("detector", "detector", spec),
+        dataset_dir,
+        FrameIndex.load(dataset_dir),
+        threshold,
+        params.pseudo_labels.workers or default_workers(),
+        params.pseudo_labels.batch_size,
+        params.ray.address,
+        progress,
+    )
+    cut = np.float32(threshold)
+    return {key: (boxes[scores >= cut], scores[scores >= cut]) for key, (boxes, scores) in dets.items()}
+
+
+def score_trackers(
+    params, names: list[str], dataset_dir: Path, split: str, results_root: Path, metrics_dir: Path
+) -> dict[str, dict[str, Any]]:
+    """`metrics/<tracker>.json` (+ per-sequence CSV) for each tracker's results, through `evaluate.run`."""
+    scored = {}
+    for name in names:
+        outcome = evaluate.run(params, results_root / name / split, dataset_dir, metrics_dir, name)
+        scored[name] = outcome.overall
+    return scored
+
+
+def run(
+    params,
+    dataset_dir: str | Path,
+    checkpoint: str | Path | None = None,
+    split: str | None = None,
+    results_root: str | Path = RESULTS_DIR,
+    metrics_dir: str | Path = METRICS_DIR,
+    dets: Detections | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Detector → trackers → TrackEval on one split; returns {tracker: headline metrics, "detector": ...}.
+
+    `dets` (boxes and scores per (sequence, frame)) replaces the detector run, e.g. in tests.
+    """
+    dataset_dir = Path(dataset_dir)
+    split = split or params.dataset.eval_split
+    config = params.baselines
+    unknown = sorted(set(config.tracker_args) - set(config.trackers))
+    if unknown:
+        raise ValueError(f"baselines.tracker_args: {unknown} not among baselines.trackers {config.trackers}")
+    checkpoint = Path(checkpoint or params.pseudo_labels.detector_checkpoint)
+    info: dict[str, Any] = {"split": split, "det_threshold": config.det_threshold}
+    if dets is None:
+        dets = detect_split(params, dataset_dir, checkpoint, config.det_threshold, progress)
+        info.update(detector_checkpoint=str(checkpoint), detector_sha256=sha256_file(checkpoint))
+    else:
+        cut = np.float32(config.det_threshold)
+        dets = {key: (b[s >= cut], s[s >= cut]) for key, (b, s) in dets.items()}
+    index = FrameIndex.load(dataset_dir)
+    rates = frame_rates_of(dataset_dir)
+    results_root, metrics_dir = Path(results_root), Path(metrics_dir)
+    for name in config.trackers:
+        run_tracker(
+            name, dets, index, rates, results_root / name / split, config.tracker_args.get(name), info
+        )
+    scored = score_trackers(params, list(config.trackers), dataset_dir, split, results_root, metrics_dir)
+    detector = detector_report(params, dets, dataset_dir, config.det_threshold)
+    write_text_atomic(
+        metrics_dir / f"{DETECTOR_METRICS}.json", json.dumps({**detector, "split": split}, indent=2) + "\n"
+    )
+    summary = {name: {k: values[k] for k in evaluate.HEADLINE_KEYS} for name, values in scored.items()}
+    summary["detector"] = detector
+    return summary

@@ -1,0 +1,306 @@
+"""The train step: MOTR / MOTRv3 / the PLD detector with Ray Train (MOTRv3 §4.2), driven from here.
+
+One code path for a laptop CPU, one GPU and a multi-node cluster: a `TorchTrainer` with
+`train.workers` workers (`train.use_gpu`, `train.cpus_per_worker`), DDP over NCCL on GPU and gloo
+on CPU (Ray Train picks the backend), a local Ray bound to 127.0.0.1 unless `ray.address` /
+$RAY_ADDRESS names a cluster. The workers run `pipeline.steps.train.worker`.
+
+Resume: the Ray Train run is named `<method>-<hash of the effective params and input data>`
+(`pipeline.identity.work_key`) under `train.storage_path` (default `models/.ray_train/`).
+Re-running with an unchanged config restores its latest checkpoint (Ray Train V2 semantics); a
+changed config gets a new name and starts fresh. `FailureConfig(max_failures=train.max_failures)`
+restarts a failed worker group from the latest checkpoint.
+
+Fault injection (tests, drills): `MOTRV3_FAULT_AT_STEP=k` makes rank 0 raise before global step
+k (0-based) on the first attempt only (a marker file next to the run remembers it). Off by default.
+
+Logging: rank 0 sends its per-step losses/lr/throughput and the per-epoch statistics to the driver
+through a Ray queue; the driver (`pipeline.steps.train.telemetry`) draws the progress bar and is
+the only writer to MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.util.queue import Queue
+
+import motrv3
+from motrv3.backbone import WEIGHT_SOURCES, missing_weights_error
+from pipeline import paths
+from pipeline.console import add_console_arguments, say, stage_console
+from pipeline.identity import work_key
+from pipeline.params import Params, add_params_arguments, params_from_args
+from pipeline.ray_utils import init_ray
+from pipeline.steps.train.checkpoints import load_state
+from pipeline.steps.train.methods import TrainingError, check_inputs, method_params
+from pipeline.steps.train.telemetry import ProgressConsumer, mlflow_run
+from pipeline.steps.train.worker import FAULT_ENV, train_loop_per_worker
+
+DEFAULT_STORAGE = paths.MODELS_DIR / ".ray_train"
+# Sections that do not change the trained weights: changing them must not restart training.
+IDENTITY_EXCLUDE = {
+    "mlflow": None,
+    "ray": None,
+    "track": None,
+    "evaluate": None,
+    "sweep": None,
+    "scaling": None,
+    "profile": None,
+    "train": {"max_failures", "storage_path", "checkpoint_every_steps"},
+}
+
+
+def run_name(params: Params, method: str, inputs: list[Path] = ()) -> str:
+    """`<method>-<12 hex>`: the effective params that change the weights, and the input files."""
+    return work_key(method, params, inputs, exclude=IDENTITY_EXCLUDE)
+
+
+def prepare_inputs(
+    effective: Params, method: str, clips_dir: Path, pseudo_labels_dir: Path
+) -> tuple[Path | None, list[Path]]:
+    """Check the inputs; returns the PLD label folder (None without PLD) and every input of the run.
+
+    `train.init_checkpoint` becomes absolute in `effective` (workers run elsewhere); a changed file
+    means a fresh run.
+    """
+    # The pseudo_labels stage writes one folder per split: `<pseudo_labels_dir>/<split>/`.
+    split = effective.dataset.train_split
+    pld_dir = (Path(pseudo_labels_dir) / split).resolve() if effective.pld.enabled else None
+    check_inputs(effective, method, clips_dir, pld_dir)
+    inputs = [clips_dir / split] + ([pld_dir] if pld_dir else [])
+    if effective.model.pretrained:
+        backbone_file = Path(effective.model.pretrained).resolve()
+        if not backbone_file.is_file():  # fail here, not in every Ray worker
+            raise TrainingError(str(missing_weights_error("model.pretrained", backbone_file)))
+        effective.model.pretrained = str(backbone_file)
+        inputs.append(backbone_file)
+    if effective.train.init_checkpoint:
+        init = Path(effective.train.init_checkpoint).resolve()
+        if not init.is_file():
+            if init.name in WEIGHT_SOURCES:  # an official file: say where it comes from
+                raise TrainingError(str(missing_weights_error("train.init_checkpoint", init)))
+            raise TrainingError(f"train.init_checkpoint: {init} does not exist (run its stage first)")
+        effective.train.init_checkpoint = str(init)
+        inputs.append(init)
+    return pld_dir, inputs
+
+
+def run(
+    params: Params,
+    method: str,
+    output_dir: str | Path | None = None,
+    *,
+    clips_dir: str | Path = paths.CLIPS_DIR,
+    pseudo_labels_dir: str | Path = paths.PSEUDO_LABELS_DIR,
+    fresh: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train `method` with Ray Train; write checkpoint.pt, metrics.json (+ assignment_stats.json).
+
+    Returns the metrics written to `metrics.json`.
+    """
+    started = time.perf_counter()
+    effective = method_params(params, method)
+    output_dir = Path(output_dir or paths.MODELS_DIR / method)
+    clips_dir = Path(clips_dir).resolve()
+    pld_dir, inputs = prepare_inputs(effective, method, clips_dir, Path(pseudo_labels_dir))
+    name = run_name(effective, method, inputs)
+    storage = Path(effective.train.storage_path or DEFAULT_STORAGE)
+    storage = storage if "://" in str(storage) else storage.resolve()
+    run_dir = Path(storage) / name
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    fault_marker = Path(storage) / f"{name}.fault_injected"
+    if fresh and fault_marker.exists():
+        fault_marker.unlink()
+
+    client, run_id = mlflow_run(effective, method, name, Path(storage) / f"{name}.mlflow_run_id", fresh)
+    init_ray(effective.ray.address, effective.ray.num_cpus)
+    queue = Queue(actor_options={"num_cpus": 0})
+    config = {
+        "params": effective.model_dump(mode="json"),
+        "method": method,
+        "clips_dir": str(clips_dir),
+        "pseudo_labels_dir": str(pld_dir) if pld_dir else None,
+        "queue": queue,
+    }
+    if os.environ.get(FAULT_ENV):
+        config["fault"] = {"at_step": int(os.environ[FAULT_ENV]), "marker": str(fault_marker)}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(
+            num_workers=effective.train.workers,
+            use_gpu=effective.train.use_gpu,
+            resources_per_worker={"CPU": effective.train.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=effective.train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    consumer = ProgressConsumer(queue, client, run_id, progress)
+    consumer.start()
+    try:
+        result = trainer.fit()
+    except Exception:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    finally:
+        consumer.stop_event.set()
+        consumer.join(timeout=30)
+        with contextlib.suppress(Exception):
+            ray.kill(queue.actor)
+    if result.error is not None:
+        client.set_terminated(run_id, status="FAILED")
+        raise TrainingError(f"training {name} failed: {result.error}") from result.error
+    if result.checkpoint is None:
+        raise TrainingError(f"training {name} finished without a checkpoint")
+
+    metrics = export(effective, method, name, result.checkpoint, output_dir, consumer, run_id, started)
+    client.log_artifact(run_id, str(output_dir / "checkpoint.pt"), "model")
+    client.log_artifact(run_id, str(output_dir / "metrics.json"), "model")
+    client.log_dict(run_id, effective.as_dict(), "model/params.json")
+    client.log_metric(run_id, "wall_seconds", metrics["wall_seconds"])
+    client.set_terminated(run_id, status="FINISHED")
+    return metrics
+
+
+def export(effective, method, name, checkpoint, output_dir, consumer, run_id, started) -> dict[str, Any]:
+    """Ray Train checkpoint → our checkpoint format and the stage's JSON outputs (all atomic)."""
+    with checkpoint.as_directory() as directory:
+        state = load_state(Path(directory))
+    torch.manual_seed(effective.seed)
+    model = motrv3.build_model(
+        effective.model.to_config(), effective.tracking.to_config(), effective.tgd.to_config()
+    )
+    model.load_state_dict(state["model"])
+    config = {**effective.as_dict(), "method": method}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with paths.atomic_path(output_dir / "checkpoint.pt") as tmp:
+        motrv3.save_checkpoint(
+            tmp,
+            model,
+            config,
+            epoch=state["epoch"],
+            global_step=state["global_step"],
+            # The track/evaluate stages log their scores onto this MLflow run (`training_record`).
+            training={"method": method, "ray_train_run": name, "mlflow_run_id": run_id},
+        )
+    history = state["history"]
+    last = history[-1] if history else {}
+    starts = consumer.starts
+    metrics = {
+        "method": method,
+        "ray_train_run": name,
+        "mlflow_run_id": run_id,
+        "epochs": state["epoch"],
+        "global_steps": state["global_step"],
+        "final_losses": last.get("losses", {}),
+        "loss_per_epoch": [item["losses"].get("loss") for item in history],
+        "clips": state["clips"],
+        "train_seconds": state["train_seconds"],
+        "clips_per_s": state["clips"] / state["train_seconds"] if state["train_seconds"] > 0 else 0.0,
+        "wall_seconds": time.perf_counter() - started,
+        "resumed_from_step": starts[0]["global_step"] if starts and starts[0]["global_step"] > 0 else None,
+        "worker_group_starts": len(starts),
+        "world_size": starts[0]["world_size"] if starts else effective.train.workers,
+        "val": last.get("val", {}),  # the last validation: detector AP50/recall, tracker HOTA/…
+    }
+    paths.write_text_atomic(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_learning_curve(output_dir / LEARNING_CURVE, history)
+    stats = {
+        "method": method,
+        "epochs": [
+            {"epoch": item["epoch"], **item["assignment"], "slot_histogram": item["slot_histogram"]}
+            for item in history
+        ],
+    }
+    paths.write_text_atomic(output_dir / "assignment_stats.json", json.dumps(stats, indent=2) + "\n")
+    return metrics
+
+
+LEARNING_CURVE = "learning_curve.csv"  # DVC plots: models/<method>/learning_curve.csv
+
+
+def write_learning_curve(path: Path, history: list[dict[str, Any]]) -> None:
+    """One row per epoch: global step, mean loss, and the validation metrics when the epoch had them."""
+    keys = sorted({key for item in history for key in item.get("val", {})})
+    lines = [",".join(["epoch", "global_step", "clip_length", "loss", *keys])]
+    for item in history:
+        val = item.get("val", {})
+        values = [
+            item["epoch"] + 1,
+            item["global_step"],
+            item.get("clip_length", ""),
+            item["losses"].get("loss"),
+        ]
+        values += [round(val[key], 3) if key in val else "" for key in keys]
+        lines.append(",".join("" if v is None else str(v) for v in values))
+    paths.write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------- stage entry points
+
+
+def stage_parser(prog: str, description: str, methods: tuple[str, ...] | None) -> argparse.ArgumentParser:
+    """The shared command line of `stages.train` and `stages.train_detector`."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    if methods:
+        parser.add_argument("--method", choices=methods, required=True, help="what to train")
+    add_params_arguments(parser)
+    parser.add_argument("--output-dir", default=None, help="default: models/<method>")
+    parser.add_argument("--clips-dir", default=str(paths.CLIPS_DIR), help="default: %(default)s")
+    parser.add_argument(
+        "--pseudo-labels-dir", default=str(paths.PSEUDO_LABELS_DIR), help="PLD labels (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="discard this config's checkpoints and start over"
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no live progress bar: one plain line per epoch"
+    )
+    add_console_arguments(parser)
+    return parser
+
+
+def stage_main(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """Train with a clean console (`pipeline.console`: Ray's output goes to logs/train_<method>.log)."""
+    params = params_from_args(args)
+    with stage_console("train_detector" if method == "detector" else f"train_{method}", args.verbose):
+        try:
+            metrics = run(
+                params,
+                method,
+                args.output_dir,
+                clips_dir=args.clips_dir,
+                pseudo_labels_dir=args.pseudo_labels_dir,
+                fresh=args.fresh,
+                progress=not args.no_progress,
+            )
+        except TrainingError as error:
+            sys.exit(f"error: {error}")
+        loss = metrics["final_losses"].get("loss")
+        resumed = metrics["resumed_from_step"]
+        say(
+            f"{method}: {metrics['epochs']} epochs, {metrics['global_steps']} steps, final loss "
+            f"{loss:.3f}, {metrics['clips_per_s']:.2f} clips/s, {metrics['wall_seconds']:.0f} s"
+            + (f" (resumed from step {resumed})" if resumed else "")
+            + f" → {Path(args.output_dir or paths.MODELS_DIR / method) / 'checkpoint.pt'}"
+        )
+    return metrics

@@ -1,0 +1,57 @@
+"""Which params a training run uses: the baseline, MOTRv3 and the PLD detector, and the checks
+before a run starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.params import Params, baseline
+
+METHODS = ("motr", "motrv3", "detector")
+
+
+class TrainingError(RuntimeError):
+    """A training run that cannot start (missing input, inconsistent params) or failed."""
+
+
+def method_params(params: Params, method: str) -> Params:
+    """The effective params of one training stage.
+
+    `motr`: the baseline, MOTR with anchor queries (RFS, PLD and TGD off); `motrv3`: the
+    rfs/pld/tgd sections as configured; `detector`: the PLD detector, detection-only on items of
+    `detector.frames` frames (one batch each) and the `detector.*` schedule.
+    """
+    if method not in METHODS:
+        raise TrainingError(f"method: expected one of {METHODS}, got {method!r}")
+    effective = baseline(params) if method in ("motr", "detector") else params.model_copy(deep=True)
+    if method == "detector":
+        detector = params.detector
+        effective.data.clip_length = detector.frames
+        effective.train.clip_lengths = []
+        effective.train.epochs = detector.epochs
+        effective.train.lr_drop = detector.lr_drop
+        effective.train.max_steps_per_epoch = detector.max_steps_per_epoch
+        effective.train.init_checkpoint = detector.init_checkpoint
+        effective.model.detect_query_groups = detector.query_groups
+        for key in ("lr", "lr_backbone", "warmup_steps", "batch_size"):
+            if getattr(detector, key) is not None:
+                setattr(effective.train, key, getattr(detector, key))
+    return effective
+
+
+def check_inputs(params: Params, method: str, clips_dir: Path, pseudo_labels_dir: Path | None) -> None:
+    split_dir = clips_dir / params.dataset.train_split
+    if not split_dir.exists():
+        raise TrainingError(
+            f"{split_dir}: no training clips (run the `convert` stage first: python -m stages.convert)"
+        )
+    if pseudo_labels_dir is not None and not pseudo_labels_dir.exists():
+        raise TrainingError(
+            f"{pseudo_labels_dir}: no pseudo labels, but pld.enabled is true for method {method!r} "
+            "(run `python -m stages.pseudo_labels`, or --set pld.enabled=false)"
+        )
+    train = params.train  # workers, epochs ≥ 1: the schema's constraints
+    if train.batch_size % train.workers:
+        raise TrainingError(
+            f"train.batch_size: {train.batch_size} clips do not split evenly over train.workers={train.workers}"
+        )
