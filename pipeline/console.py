@@ -128,7 +128,8 @@ def root_cause(error: BaseException) -> BaseException:
             error = failures[min(failures)]
             continue
         following = None
-        for attribute in ("controller_failure", "cause"):  # ControllerError, RayTaskError
+        # ControllerError, Ray Train's UserExceptionWithTraceback (a worker's error), RayTaskError
+        for attribute in ("controller_failure", "_base_exc", "cause"):
             candidate = getattr(error, attribute, None)
             if isinstance(candidate, BaseException):
                 following = candidate

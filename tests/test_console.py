@@ -65,13 +65,12 @@ def test_failure_shows_the_root_cause_and_the_log(log_dir, capfd):
     def load():
         raise FileNotFoundError("clips/train/manifest.json: no such file")
 
-    with pytest.raises(SystemExit) as caught:
-        with console.stage_console("failing"):
-            print("noise before the failure")
-            try:
-                load()
-            except FileNotFoundError as error:
-                raise RuntimeError("worker group failed") from error
+    with pytest.raises(SystemExit) as caught, console.stage_console("failing"):
+        print("noise before the failure")
+        try:
+            load()
+        except FileNotFoundError as error:
+            raise RuntimeError("worker group failed") from error
     message = str(caught.value.code)
     assert message.splitlines()[0] == (
         "error: failing failed: FileNotFoundError: clips/train/manifest.json: no such file"
@@ -83,10 +82,24 @@ def test_failure_shows_the_root_cause_and_the_log(log_dir, capfd):
     assert "Traceback" in log and "worker group failed" in log and "noise before the failure" in log
 
 
+def test_root_cause_unwraps_ray_trains_worker_failures():
+    """Ray Train V2 raises WorkerGroupError → {rank: UserExceptionWithTraceback(the worker's error)}."""
+    from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
+    from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
+
+    inner = RuntimeError("injected fault before global step 0")
+    wrapped = UserExceptionWithTraceback(inner, "Traceback (most recent call last):\n...")
+    error = WorkerGroupError("Training failed due to worker errors", {1: ValueError("other"), 0: wrapped})
+    assert console.root_cause(error) is inner
+    assert console.describe(console.root_cause(ControllerError(error))) == (
+        "RuntimeError: injected fault before global step 0"
+    )
+
+
 def test_a_stage_exit_message_keeps_its_text(log_dir):
-    with pytest.raises(SystemExit, match=r"error: data/clips: no converted split\n  full log: "):
-        with console.stage_console("exit"):
-            sys.exit("error: data/clips: no converted split")
+    expected = r"error: data/clips: no converted split\n  full log: "
+    with pytest.raises(SystemExit, match=expected), console.stage_console("exit"):
+        sys.exit("error: data/clips: no converted split")
 
 
 def test_verbose_leaves_the_console_alone(log_dir, capfd, monkeypatch):
@@ -125,9 +138,10 @@ def test_fps_is_steady_state_and_the_warm_up_is_apart(tmp_path):
     plain = track.build_tracker(settings)
     slow = FirstStepPaysOnce(plain.model, settings.tracking, settings.size, settings.max_size, "cpu")
     warmup = track._warm_up_on(slow, clips, sequence)
-    warm = track.track_sequence(slow, clips, sequence)
+    assert FirstStepPaysOnce.steps == 1
+    warm = track.track_sequence(slow, clips, sequence)  # the timed frames: steps 2 to 6
     reference = track.track_sequence(track.build_tracker(settings), clips, sequence)
-    assert warmup >= one_time and warm.model_seconds < warmup
+    assert warmup >= one_time and FirstStepPaysOnce.steps == 1 + 5  # the costly step was the warm-up's
     assert warm.frames == 5 and warm.timing()["fps"] == pytest.approx(5 / warm.model_seconds)
     assert (warm.rows == reference.rows).all()  # the warm-up step left no track behind
 
@@ -183,7 +197,9 @@ def test_train_stage_console_is_clean_and_the_log_is_full(tmp_path):
     assert not [line for line in lines if RAY_NOISE.search(line)], shown
     assert lines[0] == "▶ train_motrv3"
     epochs = [line for line in lines if line.startswith("epoch ")]
-    assert len(epochs) == 2 and all(re.search(r"2/2 steps, loss \d+\.\d+, clips_s \d+\.\d+", e) for e in epochs)
+    assert len(epochs) == 2 and all(
+        re.search(r"2/2 steps, loss \d+\.\d+, clips_s \d+\.\d+", e) for e in epochs
+    )
     assert re.search(r"motrv3: 2 epochs, 4 steps, final loss \d+\.\d+", shown)
     log = tmp_path / "logs" / "train_motrv3.log"
     assert lines[-1].endswith(f"log: {log}") and len(lines) <= 6, shown
