@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_repo_params_file_is_valid_and_uses_cpu_profile():
     params = load_params(REPO / "params.yaml")
     assert params.profile == "cpu"
-    assert params.model.backbone == "resnet18"  # from the cpu profile
+    assert params.model.backbone == "resnet10t"  # from the cpu profile
+    assert params.pld.threshold == 0.4 and not params.tgd.enabled  # cpu profile (docs/training.md)
     assert params.dataset.name == "synthetic"
 
 
