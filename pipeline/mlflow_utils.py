@@ -79,7 +79,7 @@ def log_scores(
         return False
     now = int(time.time() * 1000)
     metrics = [
-        Metric(f"{prefix}{key}", float(value), now, 0)
+        Metric(f"{prefix}{metric_name(key)}", float(value), now, 0)  # "HOTA(0)" → "HOTA_0"
         for key, value in scores.items()
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     ]

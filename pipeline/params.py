@@ -140,15 +140,12 @@ class TrainParams(_Section):
     max_steps_per_epoch: int | None = None
     checkpoint_every_steps: int = 0  # 0: only at epoch ends
     max_failures: int = 1
-    # Deformable DETR's lr_linear_proj_mult (MOTR/MOTRv2 keep it): the attention's sampling
-    # offsets and reference points learn at lr × this.
+    # Deformable DETR's lr_linear_proj_mult (MOTR/MOTRv2 too): sampling offsets/reference points at lr × this.
     lr_linear_proj_mult: float = Field(0.1, gt=0)
     warmup_steps: int = Field(0, ge=0)  # linear lr warm-up over the first steps (short CPU runs)
-    # MOTR's sampler_lengths: clip length per epoch (the last repeats), e.g. [2, 3, 4, 5]; empty:
-    # data.clip_length throughout.
+    # MOTR's sampler_lengths: clip length per epoch (the last repeats); empty: data.clip_length.
     clip_lengths: list[int] = Field(default_factory=list)
-    # A clip's frames share one batched backbone pass (false: frame by frame, the old path).
-    batch_frames: bool = True
+    batch_frames: bool = True  # a clip's frames share one batched backbone pass (false: per frame)
     validate_every_epochs: int = Field(1, ge=0)  # val-split metrics (learning curve); 0: never
     # Weights to start from (§4.2: a COCO-pretrained Deformable-DETR; the cpu profile: our detector).
     init_checkpoint: str | None = None
@@ -235,8 +232,11 @@ class BaselinesParams(_Section):
         default_factory=lambda: ["bytetrack", "ocsort", "sort"]
     )
     det_threshold: float = Field(0.1, ge=0.0, le=1.0)  # boxes the trackers see (ByteTrack's low τ = 0.1)
-    # Constructor keywords per tracker over the package's defaults, e.g. {bytetrack: {high_conf_det_threshold: 0.5}}
-    tracker_args: dict[str, dict[str, float | int]] = Field(default_factory=dict)
+    # Constructor keywords per tracker over the package's defaults, e.g. {bytetrack: {high_conf_det_threshold: 0.5}};
+    # those of a tracker not in `trackers` are unused (a profile may set all three).
+    tracker_args: dict[Literal["bytetrack", "ocsort", "sort"], dict[str, float | int]] = Field(
+        default_factory=dict
+    )
 
 
 class MLflowParams(_Section):
@@ -325,7 +325,8 @@ def baseline(params: Params) -> Params:
 def switch_overrides(rfs: bool, pld: bool, tgd: bool) -> tuple[str, ...]:
     """`--set` overrides that turn each supervision on or off (`switch_overrides(False, False, False)`: the baseline)."""
     return tuple(
-        f"{section}.enabled={str(flag).lower()}" for section, flag in zip(BASELINE_OFF, (rfs, pld, tgd), strict=True)
+        f"{section}.enabled={str(flag).lower()}"
+        for section, flag in zip(BASELINE_OFF, (rfs, pld, tgd), strict=True)
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
@@ -15,6 +16,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Stage logs (pipeline/console.py) of tests go to a temp dir, not the repo's logs/.
+os.environ.setdefault("MOTRV3_LOG_DIR", tempfile.mkdtemp(prefix="motrv3-test-logs-"))
 
 
 def pytest_collection_modifyitems(config, items):

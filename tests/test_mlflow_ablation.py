@@ -114,7 +114,9 @@ def test_tables_run_logs_its_rows_as_metrics(tmp_path):
         "table1/MOTR_baseline/MOTA": 20.0,
         "table1/MOTRv3/HOTA": 35.25,
     }
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    from pipeline.mlflow_utils import setup_experiment
+
+    setup_experiment("tables", f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
     with mlflow.start_run() as run:
         mlflow.log_metrics(metrics)  # names MLflow accepts
     assert mlflow.get_run(run.info.run_id).data.metrics == metrics

@@ -242,9 +242,6 @@ def run(
     dataset_dir = Path(dataset_dir)
     split = split or params.dataset.eval_split
     config = params.baselines
-    unknown = sorted(set(config.tracker_args) - set(config.trackers))
-    if unknown:
-        raise ValueError(f"baselines.tracker_args: {unknown} not among baselines.trackers {config.trackers}")
     checkpoint = Path(checkpoint or params.pseudo_labels.detector_checkpoint)
     info: dict[str, Any] = {"split": split, "det_threshold": config.det_threshold}
     if dets is None:
