@@ -45,13 +45,14 @@ def clip_forward(
             f"(sequence {sequence!r})"
         )
     criterion.validate_targets(targets, where=f"clip of sequence {sequence!r}")
-    if detection_only and batch_frames:
+    if detection_only and batch_frames and hasattr(model, "detect_frames"):
         return _detection_clip(model, criterion, images, targets)
     # The backbone does not depend on the track queries: one batched pass over the clip's frames
     # (bigger convolutions, and a trainable BN sees the clip as its batch). Activation
     # checkpointing keeps the per-frame path, whose point is not to hold every frame's maps.
     features = None
-    if batch_frames and not model.model_cfg.activation_checkpointing:
+    config = getattr(model, "model_cfg", None)  # wrappers without one run frame by frame
+    if batch_frames and config is not None and not config.activation_checkpointing:
         features = model.backbone(images)
     tracks: TrackState | None = None
     results, num_tracks = [], []

@@ -391,7 +391,8 @@ def test_activation_checkpointing_gives_the_same_gradients_and_skips_what_it_can
     clip = {"images": torch.randn(3, 3, 64, 96, generator=torch.Generator().manual_seed(1))}
     clip["targets"] = [target] * 3
     runs = []
-    for checkpointing in (False, True):
+    # Per frame without checkpointing, with checkpointing, and the default batched backbone pass.
+    for checkpointing, batch_frames in ((False, False), (True, True), (False, True)):
         torch.manual_seed(0)
         cfg = tiny_config(activation_checkpointing=checkpointing)
         model = build_model(cfg, TrackingConfig(), TGDConfig(enabled=False)).train()
@@ -402,12 +403,19 @@ def test_activation_checkpointing_gives_the_same_gradients_and_skips_what_it_can
         for part, module in (("stem", model.backbone.body.conv1), ("trunk", model.backbone.body.layer2)):
             module.register_forward_hook(lambda *_, part=part, calls=calls: calls.update([part]))
         result = clip_forward(
-            model, criterion, clip, TrackingConfig(), generator=torch.Generator().manual_seed(0)
+            model,
+            criterion,
+            clip,
+            TrackingConfig(),
+            generator=torch.Generator().manual_seed(0),
+            batch_frames=batch_frames,
         )
         result.loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         runs.append((result.loss.detach(), grads, calls))
-    (loss_plain, grads_plain, calls_plain), (loss_ckpt, grads_ckpt, calls_ckpt) = runs
+    (loss_plain, grads_plain, calls_plain), (loss_ckpt, grads_ckpt, calls_ckpt), batched = runs
+    torch.testing.assert_close(batched[0], loss_plain)  # frozen BN: batching changes nothing
+    assert batched[2] == {"stem": 1, "trunk": 1}  # one pass over the clip's 3 frames
     torch.testing.assert_close(loss_ckpt, loss_plain)
     assert grads_ckpt.keys() == grads_plain.keys() and any(
         k.startswith("backbone.body.layer2") for k in grads_plain
