@@ -92,7 +92,9 @@ def run(args) -> dict:
 
                 def once(params=params, case=case, results=results):
                     results.append(
-                        train(params, "motr", tmp / f"out_{case}", clips_dir=clips, fresh=True, progress=False)
+                        train(
+                            params, "motr", tmp / f"out_{case}", clips_dir=clips, fresh=True, progress=False
+                        )
                     )
 
                 timing = measure(once, repeats=1, warmup=0)

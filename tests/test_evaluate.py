@@ -148,14 +148,10 @@ def test_frame_outside_sequence_and_duplicate_id_are_errors(tmp_path):
     gt, results = tmp_path / "gt", tmp_path / "results"
     write_sequence(gt, "seq", 3, [(f, 1, 1) for f in (1, 2, 3)])
     write_result(results, "seq", [(1, 1, 1), (4, 1, 1)])
-    with pytest.raises(
-        DataError, match=r"seq\.txt:2: frame: 4 is outside the sequence \(1\.\.3\)"
-    ):
+    with pytest.raises(DataError, match=r"seq\.txt:2: frame: 4 is outside the sequence \(1\.\.3\)"):
         evaluate_folder(gt, results)
     write_result(results, "seq", [(1, 1, 1), (1, 1, 2)])
-    with pytest.raises(
-        DataError, match=r"seq\.txt:2: id: identity 1 appears twice in frame 1"
-    ):
+    with pytest.raises(DataError, match=r"seq\.txt:2: id: identity 1 appears twice in frame 1"):
         evaluate_folder(gt, results)
 
 

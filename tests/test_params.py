@@ -107,4 +107,8 @@ def test_paper_profile_is_the_paper_s_configuration():
     assert Path(params.model.pretrained).name in WEIGHT_SOURCES
     assert Path(params.train.init_checkpoint).name in WEIGHT_SOURCES
     assert params.pld.sources == ["detfile:yolox"] and params.pseudo_labels.detfile["yolox"].format == "json"
-    assert (params.tgd.groups, params.tracking.miss_tolerance, params.tracking.new_track_score) == (4, 20, 0.5)
+    assert (params.tgd.groups, params.tracking.miss_tolerance, params.tracking.new_track_score) == (
+        4,
+        20,
+        0.5,
+    )

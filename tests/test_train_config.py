@@ -40,14 +40,19 @@ def test_adamw_groups_and_single_step_down():
 
 def test_method_params():
     params = load_params(
-        REPO_ROOT / "params.yaml", ["tgd.enabled=true", "tgd.groups=5", "detector.epochs=7", "detector.lr_drop=6"]
+        REPO_ROOT / "params.yaml",
+        ["tgd.enabled=true", "tgd.groups=5", "detector.epochs=7", "detector.lr_drop=6"],
     )
     motr = method_params(params, "motr")
     assert not (motr.rfs.enabled or motr.pld.enabled or motr.tgd.enabled)
     motrv3 = method_params(params, "motrv3")
     assert motrv3.tgd.enabled and motrv3.tgd.groups == 5 and motrv3.rfs.enabled == params.rfs.enabled
     detector = method_params(params, "detector")
-    assert detector.data.clip_length == params.detector.frames and detector.train.epochs == 7 and detector.train.lr_drop == 6
+    assert (
+        detector.data.clip_length == params.detector.frames
+        and detector.train.epochs == 7
+        and detector.train.lr_drop == 6
+    )
     assert params.tgd.enabled  # the caller's params are not modified
     with pytest.raises(TrainingError, match="method"):
         method_params(params, "motrv2")
