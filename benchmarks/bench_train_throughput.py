@@ -7,10 +7,10 @@ export excluded; `wall_s` includes them). Cases:
 
 - `before`: the CPU profile as it was (ResNet-18 at 192×320, 20 queries, frozen BN, 2 DDP
   workers × 1 thread, every frame on its own through the whole network);
-- `after`: today's CPU profile (ResNet-10t at 128×213, 40 queries, trainable BN, 1 worker ×
-  2 threads, a clip's frames batched through the backbone);
-- the levers one at a time on today's profile: `after_2_workers` (2 DDP workers × 1 thread) and
-  `after_per_frame` (`train.batch_frames=false`).
+- `after`: today's CPU profile (ResNet-10t at 128×213, 40 queries, trainable BN, 2 DDP workers ×
+  1 thread, a clip's frames batched through the backbone);
+- the levers one at a time on today's profile: `after_1_worker` (1 worker × 2 threads, the
+  profile's layout until 2026-11-29) and `after_per_frame` (`train.batch_frames=false`).
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ BEFORE = [
     "train.cpus_per_worker=1",
     "train.batch_frames=false",
 ]
-AFTER = ["train.workers=1", "train.cpus_per_worker=2", "train.batch_frames=true"]
+AFTER = ["train.workers=2", "train.cpus_per_worker=1", "train.batch_frames=true"]
 CASES = {
     "before": BEFORE,
     "after": AFTER,
-    "after_2_workers": [*AFTER, "train.workers=2", "train.cpus_per_worker=1"],
+    "after_1_worker": [*AFTER, "train.workers=1", "train.cpus_per_worker=2"],
     "after_per_frame": [*AFTER, "train.batch_frames=false"],
 }
 
@@ -66,7 +66,7 @@ def run(args) -> dict:
     from pipeline.steps.train import run as train
 
     quick = getattr(args, "quick", False)
-    steps = 3 if quick else 10
+    steps = 3 if quick else 20
     with tempfile.TemporaryDirectory(prefix="bench-train-") as name:
         tmp = Path(name)
         clips = _data(tmp, sequences=2, frames=40)

@@ -176,3 +176,32 @@ def test_dvc_deps_check_fails_when_a_dependency_is_removed(stage):
     assert code, f"{stage} declares no code dependency"
     dvc["stages"][stage]["deps"] = [d for d in deps if d != code[-1]]
     assert stage in uncovered_modules(dvc)
+
+
+def missing_params(dvc: dict, params: dict) -> dict[str, list[str]]:
+    """Per stage, the `params:` keys (dotted) that params.yaml lacks: `dvc repro` refuses them."""
+    missing = {}
+    for name, stage in dvc["stages"].items():
+        body = stage.get("do", stage)
+        lacking = []
+        for entry in body.get("params", []):
+            keys = [entry] if isinstance(entry, str) else []  # {file: [keys]} entries name other files
+            for key in keys:
+                node = params
+                for part in key.split("."):
+                    if not isinstance(node, dict) or part not in node:
+                        lacking.append(key)
+                        break
+                    node = node[part]
+        if lacking:
+            missing[name] = lacking
+    return missing
+
+
+def test_every_dvc_param_exists_in_params_yaml():
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    missing = missing_params(dvc, params)
+    assert not missing, f"dvc.yaml params absent from params.yaml (dvc repro fails): {missing}"
+    params.pop("tracking")
+    assert "baselines" in missing_params(dvc, params)

@@ -67,6 +67,25 @@ def tiny_runner(params, method, out_dir, root, split):
 
 
 @pytest.mark.slow
+def test_sweep_ray_keeps_room_for_a_trainer_as_wide_as_the_machine(monkeypatch):
+    """The cpu profile trains on every core (2 workers × 1 CPU on 2 cores); with the waiting trial's
+    0.01 CPU on top, a Ray instance of exactly the machine's CPUs never started the trainer."""
+    import os
+
+    from pipeline.studies.sweep import trial_cluster_cpus
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    params = load_params(REPO / "params.yaml")
+    cores = len(os.sched_getaffinity(0))
+    trainer = params.train.workers * params.train.cpus_per_worker
+    cpus = trial_cluster_cpus(params)
+    assert cpus == cores + 1 and trainer + params.sweep.trial_cpus <= cpus
+    params.ray.num_cpus = 3
+    assert trial_cluster_cpus(params) == 3  # an explicit count is used as is
+    params.ray.num_cpus, params.ray.address = None, "127.0.0.1:6379"
+    assert trial_cluster_cpus(params) is None  # a cluster sizes itself
+
+
 def test_table3_sweep_runs_tune_trials_with_nested_mlflow_runs(tmp_path: Path):
     import mlflow
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -185,6 +186,19 @@ def train_track_evaluate(
     }
 
 
+def trial_cluster_cpus(params: Params) -> int | None:
+    """CPUs of the local Ray instance a sweep starts: the machine's, plus one logical CPU.
+
+    A trial only waits on its TorchTrainer yet holds `sweep.trial_cpus` (Tune needs a non-zero
+    bundle), so on exactly the machine's CPUs a trainer as wide as the machine (the cpu profile's
+    2 workers × 1 CPU on 2 cores) never starts. The extra logical CPU holds the waiting trials only:
+    trainers still get at most the real cores. `ray.num_cpus` or a cluster address is used as is.
+    """
+    if params.ray.num_cpus is not None or params.ray.address or os.environ.get("RAY_ADDRESS"):
+        return params.ray.num_cpus
+    return len(os.sched_getaffinity(0)) + 1
+
+
 def resolve_runner(spec: str) -> Callable[..., dict[str, Any]]:
     """`module:function` → the function (the runner a trial calls)."""
     module, _, name = spec.partition(":")
@@ -303,7 +317,7 @@ def run_sweep(
     storage = Path(params.sweep.storage_path)
     storage = storage if storage.is_absolute() else root / storage
     uri = tracking_uri(params.mlflow.tracking_uri, root)
-    init_ray(params.ray.address, params.ray.num_cpus)  # first: a Ray that cannot start leaves no MLflow run
+    init_ray(params.ray.address, trial_cluster_cpus(params))  # first: a Ray that cannot start leaves no MLflow run
     # The driver creates the experiment (with its artifact location) before any trial runs.
     experiment_id = setup_experiment(params.mlflow.experiment, uri, root)
     parent = mlflow.MlflowClient(uri).create_run(
