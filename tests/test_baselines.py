@@ -185,7 +185,9 @@ def test_table1_shows_tracking_by_detection_rows_and_the_detector_line(tmp_path)
     (metrics / "detector.json").write_text(json.dumps(detector))
     text = table1(resolve({}), tmp_path).markdown()
     measured = text.split("## Reported in the paper")[0]
-    assert "| ByteTrack (our detector) |  | 55.0 | 50.0 | 60.0 | 50.0 | 45.0 |" in measured
+    assert "| ByteTrack (our detector) |  | 55.0 | 50.0 | 60.0 | 50.0 | 45.0 | 7 |" in measured
+    assert "MOTRv3 here: RFS on, PLD on, TGD on" in measured  # the schema: the paper's MOTRv3
+    assert "start a track at score ≥ 0.5" in measured
     assert "OC-SORT (our detector)" not in measured
     assert (
         "Detector (val split, IoU 0.5): AP50 71.2; precision / recall at score ≥ 0.5: 80.0 / 60.0" in measured

@@ -27,6 +27,7 @@ from pipeline.steps.pseudo_labels.sources import parse_sources
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
     "pld.threshold=0.05",  # the paper's (the cpu profile raises it)
+    "pld.enabled=true",  # the schema's (the cpu profile turns PLD off)
     "synthetic.sequences={train: 2}",
     "synthetic.frames=4",
     "synthetic.width=96",
