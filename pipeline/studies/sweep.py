@@ -317,7 +317,9 @@ def run_sweep(
     storage = Path(params.sweep.storage_path)
     storage = storage if storage.is_absolute() else root / storage
     uri = tracking_uri(params.mlflow.tracking_uri, root)
-    init_ray(params.ray.address, trial_cluster_cpus(params))  # first: a Ray that cannot start leaves no MLflow run
+    init_ray(
+        params.ray.address, trial_cluster_cpus(params)
+    )  # first: a Ray that cannot start leaves no MLflow run
     # The driver creates the experiment (with its artifact location) before any trial runs.
     experiment_id = setup_experiment(params.mlflow.experiment, uri, root)
     parent = mlflow.MlflowClient(uri).create_run(
