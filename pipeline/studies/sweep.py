@@ -191,8 +191,9 @@ def trial_cluster_cpus(params: Params) -> int | None:
 
     A trial only waits on its TorchTrainer yet holds `sweep.trial_cpus` (Tune needs a non-zero
     bundle), so on exactly the machine's CPUs a trainer as wide as the machine (the cpu profile's
-    2 workers × 1 CPU on 2 cores) never starts. The extra logical CPU holds the waiting trials only:
-    trainers still get at most the real cores. `ray.num_cpus` or a cluster address is used as is.
+    2 workers × 1 CPU on 2 cores) never starts. The extra logical CPU is room for the waiting
+    trials: while their shares add up to less than one CPU, the trainers beside them never hold
+    more than the real cores. `ray.num_cpus` or a cluster address is used as is.
     """
     if params.ray.num_cpus is not None or params.ray.address or os.environ.get("RAY_ADDRESS"):
         return params.ray.num_cpus
@@ -317,9 +318,8 @@ def run_sweep(
     storage = Path(params.sweep.storage_path)
     storage = storage if storage.is_absolute() else root / storage
     uri = tracking_uri(params.mlflow.tracking_uri, root)
-    init_ray(
-        params.ray.address, trial_cluster_cpus(params)
-    )  # first: a Ray that cannot start leaves no MLflow run
+    # First: a Ray that cannot start leaves no MLflow run.
+    init_ray(params.ray.address, trial_cluster_cpus(params))
     # The driver creates the experiment (with its artifact location) before any trial runs.
     experiment_id = setup_experiment(params.mlflow.experiment, uri, root)
     parent = mlflow.MlflowClient(uri).create_run(
