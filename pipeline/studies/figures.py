@@ -28,9 +28,8 @@ class EpochAssignment:
     detect_share: float  # fraction of labels assigned to detect queries (Fig. 2 c/d)
     track_share: float
     misaligned_share: float | None  # Fig. 6: share of labels whose detect query differs, layer l<L vs L
-    activations: list[
-        float
-    ]  # per detect-query slot: labels matched this epoch, all supervised layers (Fig. 2 a/b)
+    # Per detect-query slot: labels matched this epoch, all supervised layers (Fig. 2 a/b).
+    activations: list[float]
 
 
 PREFIX = "assign/"  # key prefix of `AssignmentStats.summary()`
