@@ -81,8 +81,6 @@ class SyntheticParams(_Section):
     """The embedded benchmark (DanceTrack-like: uniform appearance, non-linear motion; docs/data.md).
 
     Sizes and speeds are fractions of the image height, so one setting works at any resolution.
-    The default (6/3/2 sequences of 60 frames) keeps the cpu profile's whole pipeline trainable
-    on a 2-core CPU while several look-alike targets still cross in every sequence.
     """
 
     seed: int = 0
@@ -147,6 +145,7 @@ class TrainParams(_Section):
     clip_lengths: list[int] = Field(default_factory=list)
     batch_frames: bool = True  # a clip's frames share one batched backbone pass (false: per frame)
     validate_every_epochs: int = Field(1, ge=0)  # val-split metrics (learning curve); 0: never
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)  # weight EMA (timm ModelEmaV3) validated+exported; 0: off
     # Weights to start from (§4.2: a COCO-pretrained Deformable-DETR; the cpu profile: our detector).
     init_checkpoint: str | None = None
     storage_path: str | None = None  # Ray Train runs (shared FS/URI on a cluster); None: models/.ray_train
@@ -167,6 +166,7 @@ class DetectorParams(_Section):
     lr: float | None = None  # None: train.lr
     lr_backbone: float | None = None  # None: train.lr_backbone
     warmup_steps: int | None = None  # None: train.warmup_steps
+    ema_decay: float | None = Field(None, ge=0.0, lt=1.0)  # None: train.ema_decay
 
 
 class DetfileSpec(_Section):

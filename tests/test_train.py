@@ -208,6 +208,7 @@ RESUME_SETTINGS = [
     "train.lr_drop=1",
     "train.max_steps_per_epoch=4",
     "train.checkpoint_every_steps=1",
+    "train.ema_decay=0.9",  # the weights' average must resume too (it is what the run exports)
     "pld.enabled=false",
 ]
 
@@ -291,6 +292,16 @@ def test_kill_and_restart_resumes_to_same_weights(tmp_path, local_ray):
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, different[:5]
+    # The export is the moving average, not the last step's weights (kept in the Ray checkpoint).
+    from ray.train import Checkpoint
+
+    from pipeline.steps.train.checkpoints import load_state
+
+    last = sorted(p for p in (tmp_path / "ray_whole").glob("*/checkpoint_*") if p.is_dir())[-1]
+    with Checkpoint.from_directory(str(last)).as_directory() as directory:
+        raw = load_state(Path(directory))
+    assert all(torch.equal(raw["ema"][k], b[k]) for k in b)
+    assert any(not torch.equal(raw["model"][k], b[k]) for k in b if b[k].is_floating_point())
     assert resumed["final_losses"] == pytest.approx(whole["final_losses"], rel=1e-6)
 
 

@@ -189,7 +189,7 @@ def export(effective, method, name, checkpoint, output_dir, consumer, run_id, st
     model = motrv3.build_model(
         effective.model.to_config(), effective.tracking.to_config(), effective.tgd.to_config()
     )
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
     config = {**effective.as_dict(), "method": method}
     output_dir.mkdir(parents=True, exist_ok=True)
     with paths.atomic_path(output_dir / "checkpoint.pt") as tmp:

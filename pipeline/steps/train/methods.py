@@ -33,7 +33,7 @@ def method_params(params: Params, method: str) -> Params:
         effective.train.max_steps_per_epoch = detector.max_steps_per_epoch
         effective.train.init_checkpoint = detector.init_checkpoint
         effective.model.detect_query_groups = detector.query_groups
-        for key in ("lr", "lr_backbone", "warmup_steps", "batch_size"):
+        for key in ("lr", "lr_backbone", "warmup_steps", "batch_size", "ema_decay"):
             if getattr(detector, key) is not None:
                 setattr(effective.train, key, getattr(detector, key))
     return effective

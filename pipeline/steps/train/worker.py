@@ -17,6 +17,7 @@ from typing import Any
 import ray.train
 import ray.train.torch
 import torch
+from timm.utils import ModelEmaV3
 
 import motrv3
 from motrv3.stats import AssignmentStats
@@ -113,6 +114,13 @@ class WorkerLoop:
         )
         self.wrapped = ray.train.torch.prepare_model(model)
         self.module = getattr(self.wrapped, "module", self.wrapped)
+        # Every rank holds the same weights after the all-reduce, so only rank 0 (which validates
+        # and checkpoints) keeps the average.
+        self.ema = (
+            ModelEmaV3(self.module, decay=self.train_cfg.ema_decay, use_warmup=True)
+            if self.train_cfg.ema_decay > 0 and self.rank == 0
+            else None
+        )
         if hasattr(self.criterion, "to"):
             self.criterion.to(self.device)
 
@@ -135,6 +143,11 @@ class WorkerLoop:
             steps = min(steps, self.train_cfg.max_steps_per_epoch)
         self.steps_per_epoch = steps
         self.use_bf16 = self.device.type == "cuda" and self.train_cfg.bf16
+
+    @property
+    def evaluated_model(self) -> torch.nn.Module:
+        """What validation scores and the run exports: the weights' moving average when on."""
+        return self.module if self.ema is None else self.ema.module
 
     def clip_length(self, epoch: int) -> int:
         """`train.clip_lengths[epoch]` (the last one repeats; MOTR's sampler lengths), else data.clip_length."""
@@ -159,6 +172,8 @@ class WorkerLoop:
         with checkpoint.as_directory() as directory:
             saved = load_state(Path(directory))  # CPU; load_state_dict copies onto the device
         self.module.load_state_dict(saved["model"])
+        if self.ema is not None and saved.get("ema") is not None:
+            self.ema.module.load_state_dict(saved["ema"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         for key in PROGRESS_KEYS:
@@ -172,6 +187,7 @@ class WorkerLoop:
     def checkpoint_state(self, next_epoch: int, next_step: int, merged_stats) -> dict[str, Any]:
         return {
             "model": self.module.state_dict(),
+            "ema": None if self.ema is None else self.ema.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             **{key: self.state[key] for key in PROGRESS_KEYS if key not in ("epoch", "step")},
@@ -258,6 +274,8 @@ class WorkerLoop:
         if self.train_cfg.clip_max_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.train_cfg.clip_max_norm)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.module, step=self.state["global_step"] + 1)
         set_warmup(self.optimizer, scheduled, 1.0)  # the epoch scheduler sees its own values
         terms["loss"] = loss_value
         return terms, time.perf_counter() - started
@@ -318,7 +336,9 @@ class WorkerLoop:
         due = every and ((epoch + 1) % every == 0 or last)
         if self.rank == 0 and due and can_validate(self.params, self.config["clips_dir"]):
             started = time.perf_counter()
-            record["val"] = validate(self.module, self.params, self.config["clips_dir"], self.detection_only)
+            record["val"] = validate(
+                self.evaluated_model, self.params, self.config["clips_dir"], self.detection_only
+            )
             record["val_seconds"] = time.perf_counter() - started
         state["history"] = [*state["history"], record]
         self.scheduler.step()
