@@ -41,7 +41,14 @@ def test_adamw_groups_and_single_step_down():
 def test_method_params():
     params = load_params(
         REPO_ROOT / "params.yaml",
-        ["tgd.enabled=true", "tgd.groups=5", "detector.epochs=7", "detector.lr_drop=6"],
+        [
+            "tgd.enabled=true",
+            "tgd.groups=5",
+            "detector.epochs=7",
+            "detector.lr_drop=6",
+            "train.ema_decay=0.99",
+            "detector.ema_decay=0.9",
+        ],
     )
     motr = method_params(params, "motr")
     assert not (motr.rfs.enabled or motr.pld.enabled or motr.tgd.enabled)
@@ -52,7 +59,9 @@ def test_method_params():
         detector.data.clip_length == params.detector.frames
         and detector.train.epochs == 7
         and detector.train.lr_drop == 6
+        and detector.train.ema_decay == 0.9  # detector.* wins for the detector only
     )
+    assert motr.train.ema_decay == motrv3.train.ema_decay == 0.99
     assert params.tgd.enabled  # the caller's params are not modified
     with pytest.raises(TrainingError, match="method"):
         method_params(params, "motrv2")
