@@ -22,28 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import compare, measure, record
+from benchmarks.harness import compare, measure, record, synthetic_dataset
 from pipeline.paths import REPO_ROOT
-
-
-def _data(tmp: Path, sequences: int, frames: int) -> tuple[Path, Path]:
-    from pipeline.data.synthetic import generate
-    from pipeline.params import load_params
-    from pipeline.steps.convert import run as convert
-
-    params = load_params(
-        REPO_ROOT / "params.yaml",
-        [
-            f"synthetic.sequences={{train: {sequences}}}",
-            f"synthetic.frames={frames}",
-            f"dataset.root={tmp / 'raw'}",
-            "dataset.eval_split=train",
-            "dataset.test_split=null",
-        ],
-    )
-    generate(params.synthetic, tmp / "raw", progress=False)
-    convert(params, tmp / "clips", progress=False)
-    return tmp / "raw" / "train", tmp / "clips" / "train"
 
 
 class FolderClips:
@@ -77,7 +57,8 @@ def run(args) -> dict:
     quick = getattr(args, "quick", False)
     params = load_params(REPO_ROOT / "params.yaml")
     with tempfile.TemporaryDirectory(prefix="bench-clips-") as name:
-        raw, clips = _data(Path(name), sequences=2 if quick else 6, frames=60)
+        raw, clips = synthetic_dataset(Path(name), {"train": 2 if quick else 6}, frames=60)
+        raw, clips = raw / "train", clips / "train"
         dataset = ClipDataset(clips, params.data, seed=0)
         order = np.random.default_rng(0).permutation(len(dataset))[: 30 if quick else 120]
         specs = [dataset.specs[i] for i in order]

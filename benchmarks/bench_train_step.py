@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.harness import record
+from benchmarks.harness import record, synthetic_dataset
 from pipeline.paths import REPO_ROOT
 
 
@@ -129,7 +129,6 @@ def run(args) -> dict:
     import motrv3
     import motrv3.matcher
     import motrv3.runner
-    from benchmarks.bench_train_throughput import _data
     from pipeline.params import load_params
     from pipeline.steps.train.distributed import to_device
     from pipeline.steps.train.methods import method_params
@@ -141,7 +140,7 @@ def run(args) -> dict:
     torch.set_num_threads(1)  # one DDP rank of the cpu profile
     with tempfile.TemporaryDirectory(prefix="bench-step-") as name:
         tmp = Path(name)
-        clips = _data(tmp, sequences=2, frames=40)
+        _, clips = synthetic_dataset(tmp, {"train": 2, "val": 1}, frames=40)
         params = method_params(
             load_params(REPO_ROOT / "params.yaml", ["data.clip_length=5", "train.clip_lengths=[]"]), "motr"
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import measure, record
+from benchmarks.harness import measure, record, synthetic_dataset
 from pipeline.paths import REPO_ROOT
 
 # The CPU profile before the throughput work (git history of params.yaml).
@@ -41,25 +41,6 @@ CASES = {
 }
 
 
-def _data(tmp: Path, sequences: int, frames: int) -> Path:
-    from pipeline.data.synthetic import generate
-    from pipeline.params import load_params
-    from pipeline.steps.convert import run as convert
-
-    params = load_params(
-        REPO_ROOT / "params.yaml",
-        [
-            f"synthetic.sequences={{train: {sequences}, val: 1}}",
-            f"synthetic.frames={frames}",
-            f"dataset.root={tmp / 'raw'}",
-            "dataset.test_split=null",
-        ],
-    )
-    generate(params.synthetic, tmp / "raw", progress=False)
-    convert(params, tmp / "clips", progress=False)
-    return tmp / "clips"
-
-
 def run(args) -> dict:
     from pipeline.params import load_params
     from pipeline.ray_utils import init_ray
@@ -69,7 +50,7 @@ def run(args) -> dict:
     steps = 3 if quick else 20
     with tempfile.TemporaryDirectory(prefix="bench-train-") as name:
         tmp = Path(name)
-        clips = _data(tmp, sequences=2, frames=40)
+        _, clips = synthetic_dataset(tmp, {"train": 2, "val": 1}, frames=40)
         ray = init_ray(num_cpus=2)
         cases, throughput = {}, {}
         try:

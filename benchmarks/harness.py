@@ -114,3 +114,28 @@ def record(name: str, description: str, cases: dict[str, Any], **extra: Any) -> 
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(path)
     return result
+
+
+def synthetic_dataset(tmp: Path, sequences: dict[str, int], frames: int) -> tuple[Path, Path]:
+    """The embedded benchmark at the active profile's sizes, generated and converted under `tmp`.
+
+    Returns the MOTChallenge root and the Parquet clips root (one folder per split of `sequences`).
+    """
+    from pipeline.data.synthetic import generate
+    from pipeline.params import load_params
+    from pipeline.paths import REPO_ROOT
+    from pipeline.steps.convert import run as convert
+
+    counts = "{" + ", ".join(f"{split}: {count}" for split, count in sequences.items()) + "}"
+    overrides = [
+        f"synthetic.sequences={counts}",
+        f"synthetic.frames={frames}",
+        f"dataset.root={tmp / 'raw'}",
+        "dataset.test_split=null",
+    ]
+    if "val" not in sequences:
+        overrides.append("dataset.eval_split=train")
+    params = load_params(REPO_ROOT / "params.yaml", overrides)
+    generate(params.synthetic, tmp / "raw", progress=False)
+    convert(params, tmp / "clips", progress=False)
+    return tmp / "raw", tmp / "clips"
