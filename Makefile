@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run test lint bench gpu-check mlflow-ui clean-env table3-study
+.PHONY: setup run test lint bench gpu-check mlflow-ui clean-env table3-study strategies-study
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,9 +53,13 @@ bench: setup
 	$(BIN)/python -m benchmarks
 
 ## CUDA op, tracker FPS and a training step on this machine's GPU (docs/gpu_check.md). Installs
-## nothing: runs in any environment with torch, timm, numpy, scipy (VENV=... to pick one).
+## nothing: runs in any environment with torch, torchvision, timm, numpy, scipy: $(VENV) once `make setup` made
+## it, else $(PYTHON) (a fresh clone on a CUDA machine); VENV=... or PYTHON=... to pick another.
+## GPU_CHECK_ARGS=... passes options (--rebuild, --compile, --dry-run).
+GPU_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 gpu-check:
-	$(BIN)/python -m benchmarks.gpu_check
+	@$(GPU_PYTHON) -c "import importlib.util as u, sys; m = [n for n in ('torch', 'torchvision', 'timm', 'numpy', 'scipy') if u.find_spec(n) is None]; m and sys.exit('make gpu-check: $(GPU_PYTHON) has no ' + ', '.join(m) + ': install them (README, GPU installation), or run make setup, or pass PYTHON=/path/to/python')"
+	$(GPU_PYTHON) -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
 ## The longer study (README "Table 3 over seeds"): baseline, +RFS and MOTRv3 rows of Table 3, 3 seeds
 ## each, 1.2× the default training (5 × 110 steps vs 5 × 90; no per-epoch validation, each trial is
@@ -64,6 +68,12 @@ STUDY_STEPS ?= 110
 table3-study: run
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m stages.sweep --table 3 --rows 1 2 6 --seeds 0 1 2 \
 		--set train.max_steps_per_epoch=$(STUDY_STEPS) --set train.validate_every_epochs=0
+
+## Each reading of RFS / PLD / TGD on its own and together, 3 seeds each, at the default budget
+## (docs/strategies.md); needs the default pipeline's detector and pseudo labels.
+strategies-study: run
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m stages.sweep --study strategies --seeds 0 1 2 \
+		--set train.validate_every_epochs=0
 
 mlflow-ui: setup
 	$(BIN)/python -m pipeline.mlflow_ui

@@ -27,8 +27,11 @@ queries) keeps our initialisation and is listed as re-initialised.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -43,6 +46,43 @@ FORMAT = "motrv3"
 VERSION = 1
 LAYOUTS = ("motrv3", "deformable_detr", "motr", "motrv2")
 _ALIASES = ("transformer.decoder.bbox_embed.", "transformer.decoder.class_embed.")
+# Besides tensors, the official Deformable-DETR / MOTR / MOTRv2 scripts save their `argparse` args:
+# the weights-only load allows exactly this class too, never `weights_only=False`.
+OFFICIAL_GLOBALS = (argparse.Namespace,)
+
+
+def torch_load(path: str | Path, map_location="cpu", **kwargs):
+    """`torch.load(weights_only=True)` that also opens official checkpoints (their `args`)."""
+    try:
+        with torch.serialization.safe_globals(list(OFFICIAL_GLOBALS)):
+            return torch.load(path, map_location=map_location, weights_only=True, **kwargs)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL (\S+)", str(error))
+        detail = f"global {found.group(1)}" if found else type(error).__name__
+        raise ValueError(
+            f"{path}: holds Python objects beyond tensors and argparse args, which a weights-only load "
+            f'refuses ({detail}); if you trust the file, re-save its weights alone: python -c "import '
+            f"torch; torch.save({{'model': torch.load('{path}', weights_only=False)['model']}}, 'weights.pth')\""
+        ) from None
+
+
+class ForeignCheckpointError(ValueError):
+    """A file that is not a motrv3 checkpoint (e.g. an official one: `motrv3 import` converts it)."""
+
+
+def foreign_message(path: Path, payload) -> str:
+    """The format error, naming `motrv3 import` when the file is an official checkpoint."""
+    message = f"{path}: not a motrv3 checkpoint (field 'format' is not {FORMAT!r})"
+    if isinstance(payload, dict) and isinstance(payload.get("model"), dict) and "format" not in payload:
+        from motrv3.official import detect_layout
+
+        layout = detect_layout(payload["model"])
+        option = "deformable" if layout == "deformable_detr" else layout
+        message += (
+            f"; it looks like an official {layout} checkpoint: convert it once with "
+            f"`motrv3 import --layout {option} {path} --out checkpoint.pt`"
+        )
+    return message
 
 
 def save_checkpoint(path: str | Path, model, config: dict, **extra) -> Path:
@@ -64,6 +104,9 @@ def save_checkpoint(path: str | Path, model, config: dict, **extra) -> Path:
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)
         os.replace(tmp, path)
+    except OSError as err:  # a full disk: the error names the checkpoint, not an anonymous handle
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -75,9 +118,9 @@ def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    payload = torch_load(path, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a motrv3 checkpoint (field 'format' is not {FORMAT!r})")
+        raise ForeignCheckpointError(foreign_message(path, payload))
     if payload.get("version") != VERSION:
         raise ValueError(f"{path}: field 'version' is {payload.get('version')!r}, this code reads {VERSION}")
     for field_name in ("config", "model"):

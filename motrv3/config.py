@@ -87,6 +87,15 @@ class RFSConfig:
 
     enabled: bool = True
     layers: list[int] | None = None  # decoder layer indices using 𝔖_a; None = all but the last
+    # What a track query with an identity is trained on where 𝔖_a gives its label to a detect
+    # query (motrv3/supervision/rfs.py): `literal` background, `keep_identity` its Eq. 2 label.
+    reading: str = "keep_identity"
+
+    def __post_init__(self) -> None:
+        from motrv3.supervision import RFS_READINGS  # the table of readings lives with them
+
+        if self.reading not in RFS_READINGS:
+            raise ValueError(f"rfs.reading = {self.reading!r}: expected one of {sorted(RFS_READINGS)}")
 
 
 @dataclass
@@ -102,6 +111,16 @@ class PLDConfig:
         default_factory=lambda: ["detector"]
     )  # detector, gt, detfile[:name], torchvision[:name]
     combine: Literal["parallel", "concat"] = "parallel"
+    layers: list[int] | None = None  # decoder layers Eq. 3 supervises; None = all ("all 6 decoders")
+    # Who may take a tracked target's pseudo label (motrv3/supervision/pld.py): `literal` any query
+    # (Eq. 3 over all M+N), `track_aware` its track query (Eq. 2's rule carried to pseudo labels).
+    reading: str = "literal"
+
+    def __post_init__(self) -> None:
+        from motrv3.supervision import PLD_READINGS
+
+        if self.reading not in PLD_READINGS:
+            raise ValueError(f"pld.reading = {self.reading!r}: expected one of {sorted(PLD_READINGS)}")
 
 
 @dataclass
@@ -116,6 +135,13 @@ class TGDConfig:
     groups: int = 4
     noise: bool = True
     noise_scale: float = 0.4  # width/height scaled by a factor in [1 − s, 1 + s]; centres untouched
+    # The copies' targets (motrv3/supervision/tgd.py): the original's `last`-layer assignment, or
+    # its assignment in the same `layer`; copy-group losses `sum`med or averaged (`mean`).
+    follow: Literal["last", "layer"] = "last"
+    reduce: Literal["sum", "mean"] = "sum"
+    # Eq. 4 (`eq4`: a copy sees its own group only) or DN-DETR's one-way mask (`one_way`: copies
+    # also see the detect and original track queries; originals never see copies).
+    mask: Literal["eq4", "one_way"] = "eq4"
 
 
 def to_dict(cfg: Any) -> Any:

@@ -1,27 +1,17 @@
 """The criterion of MOTR / MOTRv3 in DETR's shape (MOTRv3 §3, Eqs. 1, 2, 3, 5; TGD's loss §3.4).
 
-`ClipCriterion` is an `nn.Module` with the matcher injected. Each supervision is one method that
-returns its assignment and its loss terms:
+`ClipCriterion` is an `nn.Module` with the matcher injected and its supervisions as a list
+(`motrv3.supervision`, one module each, DETR's `SetCriterion` losses):
 
-- `standard_supervision`: MOTR's assignment, Eq. 2 then Eq. 1. A track query carrying an identity
-  keeps it (its label when the target is in the frame, background when it is not); the detect
-  queries *and the track queries without an identity* are matched by Hungarian to the labels no
-  track carries (matching space 𝔖_d). This is MOTR/MOTRv2's `ClipMatcher.match_for_single_frame`:
-  every slot with `obj_idxes == -1` takes part in the matching with the untracked labels;
-- `rfs_supervision` (§3.2): one Hungarian matching between all M+N queries and all K labels (𝔖_a),
-  used in the layers `rfs.layers` (default the first L−1); the last layer always keeps the standard
-  supervision, and only it feeds Ψ of Eq. 2 (`FrameLossResult.query_ids`);
-- `pld_supervision` (§3.3, Eq. 3): a Hungarian matching of all M+N queries to one set of pseudo
-  labels, each query's loss weighted by ω_j (the matched label's confidence, `pld.background_weight`
-  when none). Eq. 3 writes Σ_{j=1..P} yet gives ω_j a case for "no label matched"; we follow the
-  text: the sum runs over the M+N queries. `pld.combine = parallel` with several `pld.sources`
-  (Table 4 row 3): one label set and one matching per source, the per-source losses add up;
-- `tgd_supervision` (§3.4): copy j of every TGD group takes the last layer's standard assignment
-  of original track query j ("the same as the original track query", appendix B: no matching).
+- `StandardSupervision` (Eq. 1 + 2): MOTR's assignment in every layer RFS does not take; the last
+  layer always, and only it feeds Ψ of Eq. 2 (`FrameLossResult.query_ids`);
+- `RFSSupervision` and its readings (§3.2, `rfs.reading`): the matching space 𝔖_a in `rfs.layers`
+  (default the first L−1);
+- `PLDSupervision` (§3.3, Eq. 3): pseudo labels, each query's loss weighted by ω_j;
+- `TGDSupervision` (§3.4): the track-query group copies take their original's assignment.
 
-Every supervised set gets Deformable-DETR's detection loss (`detection_loss`, §3.1): λ_cls · sigmoid
-focal loss over all its queries (unassigned ones against an all-zero class target) + λ_L1 · L1 +
-λ_giou · (1 − GIoU) over the assigned pairs. Losses are sums; Eq. 5's division by O_i is `clip_loss`.
+Every supervised set gets Deformable-DETR's detection loss (`motrv3.supervision.detection_loss`,
+§3.1). Losses are sums; Eq. 5's division by O_i is `clip_loss`.
 
 Query order of a frame (docs/architecture.md): detect queries [0, M), track queries [M, M+N), and
 with TGD the G−1 copy groups, copy group g at [M+N+g·N, M+N+(g+1)·N).
@@ -33,18 +23,22 @@ in `frame_loss`, which is on the training hot path.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
 
 from motrv3.config import LossConfig, ModelConfig, PLDConfig, RFSConfig, TGDConfig
-from motrv3.matcher import HungarianMatcher, assignment_vector, build_matcher
+from motrv3.matcher import HungarianMatcher, build_matcher
 from motrv3.structures import FrameLossResult, FrameOutput
-
-LOSS_TERMS = ("cls", "l1", "giou")
-Terms = dict[str, torch.Tensor]
+from motrv3.supervision import (
+    LOSS_TERMS,
+    FrameContext,
+    FrameTargets,
+    build_supervisions,
+    pseudo_label_sets,
+    rfs_layers,
+    supervised_layers,
+)
 
 
 def identity_assignment(track_ids: torch.Tensor, obj_ids: torch.Tensor) -> torch.Tensor:
@@ -55,24 +49,12 @@ def identity_assignment(track_ids: torch.Tensor, obj_ids: torch.Tensor) -> torch
     return torch.where(same.any(1), same.to(torch.uint8).argmax(1), torch.full_like(track_ids, -1))
 
 
-@dataclass
-class FrameTargets:
-    """One frame's labels on the device, and what Eq. 2 fixes before any matching."""
-
-    labels: torch.Tensor  # [K] classes
-    boxes: torch.Tensor  # [K, 4] cx, cy, w, h
-    obj_ids: torch.Tensor  # [K] identities
-    track_ids: torch.Tensor  # [N] identity carried by each track query, −1 none
-    track_target: torch.Tensor  # [N] Eq. 2: label index of the carried identity, −1 absent / none
-    free_queries: torch.Tensor  # indices into [0, M+N): detect queries + track queries without identity
-    new_labels: torch.Tensor  # label indices no track query carries (ŷ_d, the "free" labels)
-    pseudo_sets: list[tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]  # PLD (slot, set)
-
-
 class ClipCriterion(nn.Module):
     """MOTR's multi-frame criterion with the three MOTRv3 strategies as switches (RFS, PLD, TGD).
 
     `frame_loss` is called once per frame by the clip runner; `clip_loss` (Eq. 5) sums the frames.
+    `record_assignments`: keep every supervision's per-layer assignment in
+    `FrameLossResult.assignments` (for inspection and tests; training leaves it off).
     """
 
     def __init__(
@@ -83,6 +65,7 @@ class ClipCriterion(nn.Module):
         pld_cfg: PLDConfig,
         tgd_cfg: TGDConfig,
         num_classes: int = 1,
+        record_assignments: bool = False,
     ) -> None:
         super().__init__()
         self.matcher = matcher
@@ -91,199 +74,73 @@ class ClipCriterion(nn.Module):
         self.pld_cfg = pld_cfg
         self.tgd_cfg = tgd_cfg
         self.num_classes = num_classes
-        self.weights = {"cls": loss_cfg.cls_weight, "l1": loss_cfg.l1_weight, "giou": loss_cfg.giou_weight}
-        self.parallel_pld = pld_cfg.combine == "parallel" and len(pld_cfg.sources) > 1
+        self.record_assignments = record_assignments
+        self.supervisions = build_supervisions(loss_cfg, matcher, rfs_cfg, pld_cfg, tgd_cfg)
+        self.loss_names = list(dict.fromkeys(sup.name for sup in self.supervisions))
 
-    # ----------------------------------------------------------------------------------- layers
     def early_layers(self, num_layers: int) -> list[int]:
         """The decoder layers that use 𝔖_a when RFS is on (`rfs.layers`, default the first L−1).
 
         The statistics measure these layers with or without RFS, so the two runs compare (Fig. 2, 6).
         """
-        if self.rfs_cfg.layers is None:
-            return list(range(num_layers - 1))
-        layers = sorted(set(self.rfs_cfg.layers))
-        bad = [layer for layer in layers if not 0 <= layer < num_layers - 1]
-        if bad:
-            raise ValueError(
-                f"rfs.layers: {bad} out of range for {num_layers} decoder layers; "
-                f"allowed 0..{num_layers - 2} (the last layer always keeps Eq. 1 + Eq. 2)"
-            )
-        return layers
+        return rfs_layers(self.rfs_cfg, self.loss_cfg, num_layers)
 
-    def supervised_layers(self, num_layers: int) -> list[int]:
-        """All layers with `loss.aux_loss` (auxiliary losses), else the last one only."""
-        return list(range(num_layers)) if self.loss_cfg.aux_loss else [num_layers - 1]
-
-    # ------------------------------------------------------------------------------- the loss
-    def detection_loss(
-        self,
-        logits: torch.Tensor,
-        boxes: torch.Tensor,
-        assigned: torch.Tensor,
-        labels: torch.Tensor,
-        target_boxes: torch.Tensor,
-        query_weights: torch.Tensor | None = None,
-    ) -> Terms:
-        """§3.1: λ-weighted detection loss sums of one query set under a fixed assignment.
-
-        logits [Q, C], boxes [Q, 4] cxcywh, assigned [Q] label index (−1 background), labels [K],
-        target_boxes [K, 4]; query_weights [Q] multiplies each query's three terms (Eq. 3's ω_j).
-        """
-        logits = logits.float()
-        boxes = boxes.float()
-        query_index = (assigned >= 0).nonzero(as_tuple=True)[0]
-        label_index = assigned[query_index]
-        class_target = torch.zeros_like(logits)
-        class_target[query_index, labels[label_index]] = 1.0
-        focal = sigmoid_focal_loss(
-            logits, class_target, alpha=self.loss_cfg.focal_alpha, gamma=self.loss_cfg.focal_gamma
-        ).sum(-1)
-        source = boxes[query_index]
-        target = target_boxes[label_index].float()
-        l1 = (source - target).abs().sum(-1)
-        giou = generalized_box_iou_loss(
-            box_convert(source, "cxcywh", "xyxy"), box_convert(target, "cxcywh", "xyxy"), reduction="none"
-        )
-        if query_weights is not None:
-            focal = focal * query_weights
-            l1 = l1 * query_weights[query_index]
-            giou = giou * query_weights[query_index]
-        return {
-            "cls": self.weights["cls"] * focal.sum(),
-            "l1": self.weights["l1"] * l1.sum(),
-            "giou": self.weights["giou"] * giou.sum(),
-        }
-
-    # ----------------------------------------------------------------------- the supervisions
-    def standard_supervision(
-        self, logits: torch.Tensor, boxes: torch.Tensor, cost: torch.Tensor, frame: FrameTargets
-    ) -> tuple[torch.Tensor, Terms]:
-        """MOTR's assignment of one layer: Eq. 2 for the identities, Eq. 1 over 𝔖_d for the rest.
-
-        logits/boxes [M+N, ·] and cost [M+N, K] of the original queries. Returns the assignment
-        [M+N] (label index, −1 background) and its detection loss.
-        """
-        num_original = logits.shape[0]
-        num_det = num_original - frame.track_target.shape[0]
-        assigned = torch.cat([logits.new_full((num_det,), -1, dtype=torch.long), frame.track_target])
-        rows, cols = self.matcher.solve(cost[frame.free_queries][:, frame.new_labels])
-        assigned[frame.free_queries[rows]] = frame.new_labels[cols]
-        return assigned, self.detection_loss(logits, boxes, assigned, frame.labels, frame.boxes)
-
-    def rfs_supervision(
-        self, logits: torch.Tensor, boxes: torch.Tensor, cost: torch.Tensor, frame: FrameTargets
-    ) -> tuple[torch.Tensor, Terms]:
-        """RFS (§3.2) in one early layer: one Hungarian matching of all M+N queries to all K labels (𝔖_a)."""
-        assigned = assignment_vector(logits.shape[0], *self.matcher.solve(cost))
-        return assigned, self.detection_loss(logits, boxes, assigned, frame.labels, frame.boxes)
-
-    def pld_supervision(
-        self,
-        logits: torch.Tensor,
-        boxes: torch.Tensor,
-        pseudo_labels: torch.Tensor,
-        pseudo_boxes: torch.Tensor,
-        pseudo_scores: torch.Tensor,
-    ) -> tuple[torch.Tensor, Terms]:
-        """Eq. 3 for one label set: Hungarian matching of the M+N queries to its pseudo labels, each
-        query's loss weighted by ω_j (the matched label's confidence, `pld.background_weight` if none).
-
-        Returns the assignment [M+N] (index into this set, −1 background) and the λ-weighted sums.
-        """
-        num_queries = logits.shape[0]
-        cost = self.matcher.cost_matrix(logits, boxes, pseudo_labels, pseudo_boxes)
-        assigned = assignment_vector(num_queries, *self.matcher.solve(cost))
-        weights = torch.where(
-            assigned >= 0,
-            pseudo_scores[assigned.clamp(min=0)],
-            pseudo_scores.new_full((num_queries,), self.pld_cfg.background_weight),
-        )
-        return assigned, self.detection_loss(logits, boxes, assigned, pseudo_labels, pseudo_boxes, weights)
-
-    def tgd_supervision(
-        self,
-        logits: torch.Tensor,
-        boxes: torch.Tensor,
-        track_assigned: torch.Tensor,
-        num_copies: int,
-        frame: FrameTargets,
-    ) -> tuple[torch.Tensor, Terms]:
-        """TGD (§3.4) in one layer: the (G−1)·N group copies take their original's assignment.
-
-        logits/boxes [(G−1)·N, ·] of the copies, group-major; track_assigned [N] the original track
-        queries' assignment (the last layer's standard supervision). No matching (appendix B).
-        """
-        assigned = track_assigned.repeat(num_copies)
-        return assigned, self.detection_loss(logits, boxes, assigned, frame.labels, frame.boxes)
+    def required_keys(self) -> list[str]:
+        """The target keys the supervisions read, in order."""
+        return list(dict.fromkeys(key for sup in self.supervisions for key in sup.target_keys))
 
     # ------------------------------------------------------------------------------ one frame
     def frame_loss(self, out: FrameOutput, target: dict, track_ids: torch.Tensor) -> FrameLossResult:
         """Loss sums of one frame: `det_*` (Eq. 1+2 / RFS), `pld_*` (Eq. 3), `tgd_*` (§3.4).
 
-        Each term is λ-weighted and summed over the supervised decoder layers; Eq. 5's division by
+        Each term is λ-weighted and summed over the layers of its supervision; Eq. 5's division by
         O_i happens in `clip_loss`. Terms of enabled strategies are always present (zero when the
         frame has no pseudo labels / no track groups) so every frame has the same keys.
         `target` must have passed `validate_targets` (the runner does it once per clip).
         """
-        num_det, num_track, num_copies = out.num_det, out.num_track, out.num_groups
-        num_layers, num_original = out.num_layers, out.num_original
-        if num_copies and not self.tgd_cfg.enabled:
-            raise ValueError(f"FrameOutput.num_groups = {num_copies} but tgd.enabled is false")
-        frame = self.prepare_frame(target, track_ids, num_det, out.logits.device)
-        use_rfs = self.rfs_cfg.enabled
-        early = self.early_layers(num_layers)
-        early_set = set(early)
-        supervised = self.supervised_layers(num_layers)
-
+        num_det, num_layers, num_original = out.num_det, out.num_layers, out.num_original
+        if out.num_groups and not self.tgd_cfg.enabled:
+            raise ValueError(f"FrameOutput.num_groups = {out.num_groups} but tgd.enabled is false")
         device = out.logits.device
+        frame = self.prepare_frame(target, track_ids, num_det, device)
+        unassigned = torch.full((num_layers, num_original), -1, dtype=torch.long, device=device)
+        ctx = FrameContext(out, frame, self.matcher, unassigned, unassigned.clone())
         zero = out.logits.new_zeros((), dtype=torch.float32)
-        names = (
-            ["det"] + (["pld"] if self.pld_cfg.enabled else []) + (["tgd"] if self.tgd_cfg.enabled else [])
-        )
-        losses = {f"{name}_{term}": zero for name in names for term in LOSS_TERMS}
-        det_assigned = torch.full((num_layers, num_original), -1, dtype=torch.long, device=device)
-        # parallel: `assignments["pld"]` is [S, L, M+N], row s indexing source s's own labels
-        num_slots = len(self.pld_cfg.sources) if self.parallel_pld else 1
-        pld_assigned = torch.full((num_slots, num_layers, num_original), -1, dtype=torch.long, device=device)
-        tgd_assigned = torch.full((num_layers, num_copies * num_track), -1, dtype=torch.long, device=device)
-
-        for layer in supervised:
-            logits = out.logits[layer, :num_original]
-            boxes = out.boxes[layer, :num_original]
-            cost = self.matcher.cost_matrix(logits, boxes, frame.labels, frame.boxes)  # [M+N, K]
-            supervise = self.rfs_supervision if use_rfs and layer in early_set else self.standard_supervision
-            det_assigned[layer], terms = supervise(logits, boxes, cost, frame)
-            self._add(losses, "det", terms)
-            for slot, label_set in frame.pseudo_sets:
-                pld_assigned[slot, layer], terms = self.pld_supervision(logits, boxes, *label_set)
-                self._add(losses, "pld", terms)
-
-        last = det_assigned[num_layers - 1]
-        if num_copies and num_track:
-            copies = slice(num_original, num_original + num_copies * num_track)
-            for layer in supervised:
-                tgd_assigned[layer], terms = self.tgd_supervision(
-                    out.logits[layer, copies], out.boxes[layer, copies], last[num_det:], num_copies, frame
+        losses = {f"{name}_{term}": zero for name in self.loss_names for term in LOSS_TERMS}
+        records: dict[str, torch.Tensor] = {}
+        for sup in self.supervisions:
+            layers = sup.layers(num_layers)
+            if self.record_assignments and sup.name not in records:
+                records[sup.name] = torch.full(
+                    (num_layers, *sup.record_shape(ctx)), -1, dtype=torch.long, device=device
                 )
-                self._add(losses, "tgd", terms)
+            if not sup.active(ctx):
+                continue
+            for layer in layers:
+                assigned, terms = sup.assign(ctx, layer)
+                for term, value in terms.items():
+                    losses[f"{sup.name}_{term}"] = losses[f"{sup.name}_{term}"] + value
+                if self.record_assignments:
+                    records[sup.name][layer] = assigned
 
+        last = ctx.det_assigned[num_layers - 1]
         # Ψ of Eq. 2: carried identities stay (absent or not), free queries take their label's identity.
         carried = torch.cat([frame.track_ids.new_full((num_det,), -1), frame.track_ids])
         matched_ids = frame.obj_ids[last.clamp(min=0)] if frame.obj_ids.numel() else carried
         query_ids = torch.where(carried >= 0, carried, torch.where(last >= 0, matched_ids, carried))
-        measured_early = [layer for layer in early if layer in set(supervised)]
+        supervised = supervised_layers(self.loss_cfg, num_layers)
+        measured_early = [layer for layer in self.early_layers(num_layers) if layer in set(supervised)]
+        if "pld" in records:  # parallel PLD: [S, L, M+N], row s indexing source s's own labels
+            records["pld"] = records["pld"].movedim(0, 1) if records["pld"].dim() == 3 else records["pld"]
         return FrameLossResult(
             losses=losses,
             num_objects=float(max(frame.labels.shape[0], 1)),
             query_ids=query_ids,
             query_labels=last,
-            stats=assignment_counts(det_assigned, num_det, frame.labels.shape[0], supervised, measured_early),
-            assignments={
-                "det": det_assigned,
-                "pld": pld_assigned if self.parallel_pld else pld_assigned[0],
-                "tgd": tgd_assigned,
-            },
+            stats=assignment_counts(
+                ctx.det_matched, num_det, frame.labels.shape[0], supervised, measured_early
+            ),
+            assignments=records,
         )
 
     def prepare_frame(
@@ -306,46 +163,8 @@ class ClipCriterion(nn.Module):
             track_target=track_target,
             free_queries=free_queries,
             new_labels=(~carried).nonzero(as_tuple=True)[0],
-            pseudo_sets=self._pld_label_sets(target, device),
+            pseudo_sets=pseudo_label_sets(self.pld_cfg, target, device),
         )
-
-    # --------------------------------------------------------------------------------- helpers
-    @staticmethod
-    def _add(losses: Terms, prefix: str, terms: Terms) -> None:
-        for term, value in terms.items():
-            losses[f"{prefix}_{term}"] = losses[f"{prefix}_{term}"] + value
-
-    def _pld_label_sets(
-        self, target: dict, device: torch.device
-    ) -> list[tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
-        """(slot, (classes, boxes, scores)) sets Eq. 3 matches separately, confidence ≥ `pld.threshold`.
-
-        Parallel mode: one set per source (a source without labels in this frame adds nothing, like a
-        frame without pseudo labels); else one set of all. Classes are 0 unless `pseudo_labels` given.
-        """
-        if not self.pld_cfg.enabled:
-            return []
-        scores = target["pseudo_scores"].to(device).float()
-        keep = scores >= self.pld_cfg.threshold
-        boxes = target["pseudo_boxes"].to(device)[keep]
-        classes = target.get("pseudo_labels")
-        classes = (
-            torch.zeros(scores.shape[0], dtype=torch.long, device=device)
-            if classes is None
-            else classes.to(device=device, dtype=torch.long)
-        )[keep]
-        scores = scores[keep]
-        if scores.shape[0] == 0:
-            return []
-        sources = target.get("pseudo_sources")
-        if not self.parallel_pld or sources is None:
-            return [(0, (classes, boxes, scores))]
-        sources = sources.to(device=device, dtype=torch.long)[keep]
-        sets = []
-        for source in sources.unique().tolist():
-            mine = sources == source
-            sets.append((source, (classes[mine], boxes[mine], scores[mine])))
-        return sets
 
     # ------------------------------------------------------------------------------ validation
     def validate_targets(self, targets: Sequence[dict], where: str = "clip") -> None:
@@ -354,9 +173,7 @@ class ClipCriterion(nn.Module):
         Called once per clip (`motrv3.clip_forward`); the values are checked over the whole clip
         at once, so a clip costs one host-device synchronisation, not one per frame and check.
         """
-        required = ["boxes", "labels", "obj_ids"] + (
-            ["pseudo_boxes", "pseudo_scores"] if self.pld_cfg.enabled else []
-        )
+        required = self.required_keys()
         num_sources = len(self.pld_cfg.sources)
         for index, target in enumerate(targets):
             at = f"{where} frame {index}: target"
@@ -521,12 +338,19 @@ def build_criterion(
     rfs_cfg: RFSConfig,
     pld_cfg: PLDConfig,
     tgd_cfg: TGDConfig,
+    record_assignments: bool = False,
 ) -> ClipCriterion:
     """The criterion for a model config; validates `rfs.layers` against `model.dec_layers`."""
     if tgd_cfg.groups < 1:
         raise ValueError(f"tgd.groups = {tgd_cfg.groups}: must be ≥ 1 (G counts the original track queries)")
     criterion = ClipCriterion(
-        build_matcher(loss_cfg), loss_cfg, rfs_cfg, pld_cfg, tgd_cfg, num_classes=model_cfg.num_classes
+        build_matcher(loss_cfg),
+        loss_cfg,
+        rfs_cfg,
+        pld_cfg,
+        tgd_cfg,
+        num_classes=model_cfg.num_classes,
+        record_assignments=record_assignments,
     )
     criterion.early_layers(model_cfg.dec_layers)
     return criterion

@@ -82,12 +82,6 @@ class HungarianMatcher:
             torch.as_tensor(cols, dtype=torch.long, device=device),
         )
 
-    def match(
-        self, logits: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, target_boxes: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 1's argmin for one set of queries and labels: (query indices, label indices)."""
-        return self.solve(self.cost_matrix(logits, boxes, labels, target_boxes))
-
 
 def assignment_vector(num_queries: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """Matched label index per query (−1: background) from solver pairs."""

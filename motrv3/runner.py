@@ -34,7 +34,7 @@ def clip_forward(
     pre-batching path (same loss up to float rounding with frozen BN; kept for the benchmark).
     """
     from motrv3.criterion import clip_loss, validate_output
-    from motrv3.stats import sum_stats
+    from motrv3.stats import sum_stats, tracking_counts
 
     images = clip["images"]
     targets = clip["targets"]
@@ -69,6 +69,18 @@ def clip_forward(
         track_ids = empty_ids if tracks is None or detection_only else tracks.ids
         validate_output(out, criterion.num_classes, track_ids)  # sizes only: no device read
         result = criterion.frame_loss(out, target, track_ids)
+        if not detection_only:
+            result.stats.update(
+                tracking_counts(
+                    out.logits[-1, : out.num_original],
+                    out.boxes[-1, : out.num_original],
+                    out.num_det,
+                    track_ids,
+                    result.query_labels,
+                    target["boxes"].to(out.boxes.device),
+                    tracking_cfg.new_track_score,
+                )
+            )
         results.append(result)
         if not detection_only and frame + 1 < len(targets):
             tracks = training_track_update(model, out, tracks, result, target, tracking_cfg, generator)

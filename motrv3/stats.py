@@ -20,6 +20,14 @@ compare; only the layers that get a loss, i.e. none when `loss.aux_loss` is off)
   between the last decoder layer and one of the 5 decoder layers ... the percentages of misaligned
   labels relative to the total labels" (Fig. 6); a share of labels, so it lies in [0, 1].
 - `labels` (Σ K) and `frames`.
+
+Tracking counts of the same frames (`tracking_counts`, from the last layer, what inference sees;
+they tell a reading of a strategy from a bug, issue #24):
+- `track_queries`: track queries entering the frame (N); over `labels`, track queries per label.
+- `tracked_present` / `track_score_sum`: track queries with an identity whose target is in the
+  frame, and the sum of their scores (their mean: how sure a track is of its own target).
+- `duplicates`: detect queries scoring ≥ the birth threshold (`tracking.new_track_score`) whose box
+  overlaps a tracked, present target by IoU > 0.5: each would be born as a second track.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import torch
+from torchvision.ops import box_convert, box_iou
 
 SCALAR_KEYS = (
     "frames",
@@ -39,7 +48,12 @@ SCALAR_KEYS = (
     "early_track",
     "misaligned",
     "misaligned_of",
+    "track_queries",
+    "tracked_present",
+    "track_score_sum",
+    "duplicates",
 )
+DUPLICATE_IOU = 0.5
 SLOT_KEY = "det_slot_matches"
 
 
@@ -72,6 +86,39 @@ def sum_stats(stats: Iterable[Mapping[str, torch.Tensor | float]]) -> dict[str, 
         if slots is not None:
             total[SLOT_KEY] = flat[len(tensor_keys) :].round().long()
     return total
+
+
+@torch.no_grad()
+def tracking_counts(
+    logits: torch.Tensor,
+    boxes: torch.Tensor,
+    num_det: int,
+    track_ids: torch.Tensor,
+    query_labels: torch.Tensor,
+    target_boxes: torch.Tensor,
+    birth_score: float,
+) -> dict[str, torch.Tensor | float]:
+    """One frame's tracking counts (module docstring) from the last decoder layer, kept on the device.
+
+    logits [M+N, C], boxes [M+N, 4] of the originals at the last layer; track_ids [N] (−1 none);
+    query_labels [M+N] the last layer's label per query (Eq. 2 for the tracks); target_boxes [K, 4].
+    """
+    scores = logits.float().sigmoid().max(-1).values
+    track_labels = query_labels[num_det:]
+    present = (track_ids >= 0) & (track_labels >= 0)
+    counts: dict[str, torch.Tensor | float] = {
+        "track_queries": float(track_ids.shape[0]),
+        "tracked_present": present.sum(),
+        "track_score_sum": scores[num_det:][present].sum(),
+        "duplicates": 0.0,
+    }
+    if target_boxes.shape[0] and track_ids.shape[0]:
+        tracked = box_convert(target_boxes[track_labels[present]].float(), "cxcywh", "xyxy")
+        births = scores[:num_det] >= birth_score
+        detected = box_convert(boxes[:num_det][births].float(), "cxcywh", "xyxy")
+        if tracked.shape[0] and detected.shape[0]:
+            counts["duplicates"] = (box_iou(detected, tracked).max(1).values > DUPLICATE_IOU).sum()
+    return counts
 
 
 class AssignmentStats:
@@ -135,4 +182,7 @@ class AssignmentStats:
             "assign/det_slots_active": share(float((self.slots > 0).sum()), self.num_queries),
             "assign/det_slot_matches_mean": float(slots.mean()) if self.num_queries else 0.0,
             "assign/det_slot_matches_max": float(slots.max()) if self.num_queries else 0.0,
+            "assign/tracks_per_label": share(counts["track_queries"], labels),
+            "assign/track_score_present": share(counts["track_score_sum"], counts["tracked_present"]),
+            "assign/duplicates_per_label": share(counts["duplicates"], labels),
         }

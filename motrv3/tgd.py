@@ -21,7 +21,9 @@ def copy_groups(tgd_cfg: TGDConfig) -> int:
     return max(tgd_cfg.groups - 1, 0) if tgd_cfg.enabled else 0
 
 
-def attention_mask(num_det: int, num_track: int, num_groups: int, device=None) -> torch.Tensor:
+def attention_mask(
+    num_det: int, num_track: int, num_groups: int, device=None, one_way: bool = False
+) -> torch.Tensor:
     """Eq. 4: decoder self-attention mask A = [a_ij] of the S = M + N + num_groups·N queries, True = may not attend.
 
     `num_groups` counts the copy groups (the paper's G − 1, `copy_groups`), so S = G·N + M as in
@@ -32,6 +34,9 @@ def attention_mask(num_det: int, num_track: int, num_groups: int, device=None) -
     "j > M+N" in the first case; read literally it would let every original attend to the first
     query of group 0, which is exactly the leakage the mask exists to stop (appendix B), so we
     implement j ≥ M+N.
+
+    `one_way` (`tgd.mask: one_way`, DN-DETR's mask, which the paper cites for it [17]): only the
+    leakage into the originals is blocked; a copy also sees the detect and original track queries.
     """
     if min(num_det, num_track, num_groups) < 0:
         raise ValueError(f"attention_mask: negative size M={num_det}, N={num_track}, G={num_groups}")
@@ -47,6 +52,8 @@ def attention_mask(num_det: int, num_track: int, num_groups: int, device=None) -
     is_original = index < num_original
     originals_blocked = is_original[:, None] & ~is_original[None, :]
     groups_blocked = ~is_original[:, None] & (group[:, None] != group[None, :])
+    if one_way:
+        groups_blocked = groups_blocked & ~is_original[None, :]
     return originals_blocked | groups_blocked
 
 

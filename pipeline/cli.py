@@ -12,6 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "track": ("pipeline.demo", "track a video or frame folder with a checkpoint: annotated video + MOT txt"),
     "export": ("motrv3.export", "export a checkpoint's per-frame network to ONNX (docs/export.md)"),
     "evaluate": ("pipeline.steps.evaluate", "score MOTChallenge result files with TrackEval (any tracker's)"),
+    "import": ("pipeline.import_official", "an official MOTR/MOTRv2/Deformable-DETR checkpoint as ours"),
 }
 
 

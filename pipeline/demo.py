@@ -1,8 +1,9 @@
 """`motrv3 track VIDEO_OR_FRAME_DIR --checkpoint CKPT`: an annotated video and the MOTChallenge txt.
 
 Input: a video file OpenCV can read, a folder of frames (sorted by name), or a MOTChallenge sequence
-folder (`img1/` + `seqinfo.ini`, whose frame rate is used). Output in `--out`: `<name>.mp4` (mp4v;
-boxes, identities and the trail of each identity's recent centres) and `<name>.txt`
+folder (`img1/` + `seqinfo.ini`, whose frame rate is used), or a split folder of such sequences
+(each tracked from a fresh state by one model). Output in `--out`: `<name>.mp4` (mp4v; boxes,
+identities and the trail of each identity's recent centres; `--no-video`: none) and `<name>.txt`
 (`frame,id,x,y,w,h,score,-1,-1,-1`, pixels of the input). Runs on CPU when no GPU is present.
 """
 
@@ -98,26 +99,22 @@ def tracking_settings(config: dict, size: int | None, max_size: int | None):
     return tracking, size, max_size
 
 
-def run_demo(
-    source: str | Path,
+def sequence_folders(path: str | Path) -> list[Path]:
+    """The MOTChallenge sequence folders of a split folder (e.g. DanceTrack `val/`); [] if it is none."""
+    path = Path(path)
+    if not path.is_dir() or (path / "seqinfo.ini").is_file():
+        return []
+    return sorted(p for p in path.iterdir() if p.is_dir() and (p / "seqinfo.ini").is_file())
+
+
+def load_tracker(
     checkpoint: str | Path,
-    out_dir: str | Path,
     device: str = "auto",
     size: int | None = None,
     max_size: int | None = None,
-    trail: int = 30,
-    threads: int | None = None,
-    progress: bool = True,
     backend: str = "auto",
-) -> dict:
-    """Track `source` and write `<out>/<name>.mp4` and `<out>/<name>.txt`; returns paths and speed.
-
-    backend: "torch", "onnxruntime" (an exported .onnx, docs/export.md, on CPU), or "auto" (by
-    the checkpoint's suffix)."""
-    frames = FrameSource(source)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    configure_process(threads)
+):
+    """(tracker, device label) of a checkpoint: ours (trained or `motrv3 import`ed) or an .onnx export."""
     if backend == "auto":
         backend = "onnxruntime" if Path(checkpoint).suffix.lower() == ".onnx" else "torch"
     if backend == "onnxruntime":
@@ -130,7 +127,34 @@ def run_demo(
         device = resolve_device(device)
         model = model.to(device).eval()
     tracking, size, max_size = tracking_settings(config, size, max_size)
-    tracker = motrv3.Tracker(model, tracking, size, max_size, device)
+    label = device if backend == "torch" else f"{device} (onnxruntime)"
+    return motrv3.Tracker(model, tracking, size, max_size, device), label
+
+
+def run_demo(
+    source: str | Path,
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    device: str = "auto",
+    size: int | None = None,
+    max_size: int | None = None,
+    trail: int = 30,
+    threads: int | None = None,
+    progress: bool = True,
+    backend: str = "auto",
+    video: bool = True,
+    tracker=None,
+) -> dict:
+    """Track `source` and write `<out>/<name>.mp4` (unless not `video`) and `<out>/<name>.txt`;
+    returns paths and speed.
+
+    backend: "torch", "onnxruntime" (an exported .onnx, docs/export.md, on CPU), or "auto" (by
+    the checkpoint's suffix). `tracker`: a `load_tracker` result to reuse (a split's sequences)."""
+    frames = FrameSource(source)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    configure_process(threads)
+    tracker, device = tracker or load_tracker(checkpoint, device, size, max_size, backend)
     # FPS is the steady-state rate: the first step's one-time cost is measured and reported apart.
     frame_iter = iter(frames)
     first = next(frame_iter, None)
@@ -147,6 +171,9 @@ def run_demo(
     bar = tqdm(total=frames.length, desc=frames.name, unit="frame", disable=not progress)
 
     def write_frame(frame: int, image: np.ndarray, tracks) -> None:
+        if not video:
+            bar.update()
+            return
         canvas = annotator.draw(image, tracks)
         if state["writer"] is None:
             height, width = canvas.shape[:2]
@@ -168,26 +195,32 @@ def run_demo(
     if count == 0:
         partial.unlink(missing_ok=True)
         raise ValueError(f"{source}: no frames")
-    os.replace(partial, video_path)
+    if video:
+        os.replace(partial, video_path)
     write_results(txt_path, rows)
     return {
-        "video": str(video_path),
+        "video": str(video_path) if video else None,
         "results": str(txt_path),
         "frames": count,
         "fps": count / model_seconds if model_seconds > 0 else 0.0,
         "fps_with_io": count / total if total > 0 else 0.0,
         "warmup_seconds": warmup_seconds,
-        "device": device if backend == "torch" else f"{device} (onnxruntime)",
+        "device": device,
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="motrv3 track", description=__doc__.splitlines()[0])
-    parser.add_argument("source", help="video file, folder of frames, or MOTChallenge sequence folder")
+    parser.add_argument(
+        "source",
+        help="video file, folder of frames, MOTChallenge sequence folder, or a split folder of sequences "
+        "(one <seq>.txt each: `motrv3 evaluate --gt SPLIT --results OUT` scores them)",
+    )
     parser.add_argument(
         "--checkpoint",
         required=True,
-        help="a motrv3 checkpoint (models/<method>/checkpoint.pt) or an export (`motrv3 export`, .onnx)",
+        help="a motrv3 checkpoint (models/<method>/checkpoint.pt, or an official one converted by "
+        "`motrv3 import`) or an export (`motrv3 export`, .onnx)",
     )
     parser.add_argument(
         "--backend",
@@ -205,28 +238,38 @@ def main(argv: list[str] | None = None) -> None:
         "--trail", type=int, default=30, help="frames of trail drawn per identity (default: 30)"
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: up to 4)")
+    parser.add_argument("--no-video", action="store_true", help="only the MOTChallenge txt, no video")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    options = dict(
+        trail=args.trail, threads=args.threads, progress=not args.no_progress, video=not args.no_video
+    )
+    sources = sequence_folders(args.source) or [Path(args.source)]
     try:
-        summary = run_demo(
-            args.source,
-            args.checkpoint,
-            args.out,
-            device=args.device,
-            size=args.size,
-            max_size=args.max_size,
-            trail=args.trail,
-            threads=args.threads,
-            progress=not args.no_progress,
-            backend=args.backend,
-        )
+        tracker = None
+        if len(sources) > 1:  # a split: one model for every sequence
+            configure_process(args.threads)
+            tracker = load_tracker(args.checkpoint, args.device, args.size, args.max_size, args.backend)
+        for source in sources:
+            summary = run_demo(
+                source,
+                args.checkpoint,
+                args.out,
+                device=args.device,
+                size=args.size,
+                max_size=args.max_size,
+                backend=args.backend,
+                tracker=tracker,
+                **options,
+            )
+            video = f"\nvideo:   {summary['video']}" if summary["video"] else ""
+            print(
+                f"{summary['frames']} frames, {summary['fps']:.2f} FPS ({summary['fps_with_io']:.2f} with "
+                f"reading) on {summary['device']}, after a {summary['warmup_seconds']:.1f} s first-frame "
+                f"warm-up (not counted){video}\nresults: {summary['results']}"
+            )
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         sys.exit(f"error: {error}")
-    print(
-        f"{summary['frames']} frames, {summary['fps']:.2f} FPS ({summary['fps_with_io']:.2f} with reading) "
-        f"on {summary['device']}, after a {summary['warmup_seconds']:.1f} s first-frame warm-up (not counted)"
-        f"\nvideo:   {summary['video']}\nresults: {summary['results']}"
-    )
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -41,26 +39,6 @@ def server_env() -> dict[str, str]:
     # The GenAI job runner forks ~8 huey consumers; a tracking UI needs none of them.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     return env
-
-
-def start_server(backend_uri: str, artifacts: str | Path, host: str = "127.0.0.1", port: int = 5000, **popen):
-    """Start the server in its own process group (it forks workers: stop the group, see `stop_server`)."""
-    command = server_command(backend_uri, artifacts, host, port)
-    return subprocess.Popen(command, env=server_env(), start_new_session=True, **popen)
-
-
-def stop_server(process: subprocess.Popen, timeout: float = 10.0) -> None:
-    """SIGTERM the server's process group, SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,24 +11,21 @@ Unknown keys and wrong types are errors naming the dotted key (`ParamsError`).
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from motrv3.config import LossConfig, ModelConfig, PLDConfig, RFSConfig, TGDConfig, TrackingConfig
+from pipeline.params_overrides import ParamsError, deep_merge, parse_override  # re-exported
+from pipeline.params_overrides import format_errors as _format_errors
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
-
-
-class ParamsError(ValueError):
-    """A params file or override that does not fit the schema; the message names file and key."""
 
 
 class _Section(BaseModel):
@@ -52,7 +49,17 @@ def _section_from_dataclass(cls: type) -> type[_Section]:
     def to_config(self):
         return cls(**{name: getattr(self, name) for name in definitions})
 
-    section = create_model(f"{cls.__name__}Section", __base__=_Section, __doc__=cls.__doc__, **definitions)
+    def dataclass_checks(self):
+        to_config(self)  # the dataclass's own __post_init__ checks (e.g. rfs.reading) at load time
+        return self
+
+    section = create_model(
+        f"{cls.__name__}Section",
+        __base__=_Section,
+        __doc__=cls.__doc__,
+        __validators__={"dataclass_checks": model_validator(mode="after")(dataclass_checks)},
+        **definitions,
+    )
     section.to_config = to_config
     return section
 
@@ -74,6 +81,7 @@ class DatasetParams(_Section):
     train_split: str = "train"
     eval_split: str = "val"
     test_split: str | None = "test"
+    split_mode: Literal["full", "half"] = "full"  # half: train_split cut in train/eval halves (docs/data.md)
     lenient: bool = False  # skip and report bad input instead of failing
 
 
@@ -124,8 +132,8 @@ class DataParams(_Section):
 class TrainParams(_Section):
     """Optimisation (§4.2) and the Ray Train job."""
 
-    workers: int = Field(1, ge=1)
-    use_gpu: bool = False
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = 1  # auto: 1 per GPU (driver.resolve_scaling)
+    use_gpu: bool | Literal["auto"] = False  # auto: true when the Ray cluster has a GPU
     cpus_per_worker: int = Field(1, ge=1)
     batch_size: int = Field(8, ge=1)  # clips per optimiser step, over all workers
     epochs: int = Field(5, ge=1)  # DanceTrack 5, MOT17 50
@@ -138,6 +146,8 @@ class TrainParams(_Section):
     max_steps_per_epoch: int | None = None
     checkpoint_every_steps: int = 0  # 0: only at epoch ends
     max_failures: int = 1
+    loader_workers: int = Field(2, ge=0)  # clip-loading processes per train worker (MOTR's 2); 0: none
+    loader_prefetch: int = Field(2, ge=1)  # clips each loading process keeps ready (torch prefetch_factor)
     # Deformable DETR's lr_linear_proj_mult (MOTR/MOTRv2 too): sampling offsets/reference points at lr × this.
     lr_linear_proj_mult: float = Field(0.1, gt=0)
     warmup_steps: int = Field(0, ge=0)  # linear lr warm-up over the first steps (short CPU runs)
@@ -328,42 +338,6 @@ def switch_overrides(rfs: bool, pld: bool, tgd: bool) -> tuple[str, ...]:
         f"{section}.enabled={str(flag).lower()}"
         for section, flag in zip(BASELINE_OFF, (rfs, pld, tgd), strict=True)
     )
-
-
-def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; `top` wins, nested dicts merge key by key."""
-    merged = copy.deepcopy(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def parse_override(text: str) -> dict[str, Any]:
-    """`a.b.c=value` → {'a': {'b': {'c': value}}} with the value parsed as YAML."""
-    if "=" not in text:
-        raise ParamsError(f"override {text!r}: expected KEY=VALUE, e.g. tgd.groups=5")
-    key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw else None
-    nested: dict[str, Any] = {}
-    cursor = nested
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        cursor = cursor.setdefault(part, {})
-    cursor[parts[-1]] = value
-    return nested
-
-
-def _format_errors(source: str, error: ValidationError) -> str:
-    lines = [f"{source}: invalid params"]
-    for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "<root>"
-        got = item.get("input")
-        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"  {key}: {item['msg']}{got_text}")
-    return "\n".join(lines)
 
 
 def resolve(

@@ -15,7 +15,22 @@ from pipeline.params import add_params_arguments, params_from_args
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("--table", type=int, choices=(3, 4, 5), required=True, help="which ablation table")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--table", type=int, choices=(3, 4, 5), help="which ablation table")
+    which.add_argument(
+        "--study",
+        choices=("strategies",),
+        help="a study that is not a paper table: `strategies` runs each reading of RFS / PLD / TGD on "
+        "its own (pipeline.studies.study.STRATEGY_STUDY) and writes reports/strategies.md",
+    )
+    parser.add_argument(
+        "--row",
+        action="append",
+        dest="study_rows",
+        metavar="LABEL[=key=value,...]",
+        help="with --study, run only these rows (repeatable): a label of the study, or LABEL=overrides "
+        "on top of every strategy off",
+    )
     add_params_arguments(parser)
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=None, help="seeds per row (default: sweep.seeds)"
@@ -31,23 +46,26 @@ def main(argv: list[str] | None = None) -> None:
     add_console_arguments(parser)
     args = parser.parse_args(argv)
     params = params_from_args(args)
-    with stage_console(f"table{args.table}" if hasattr(args, "table") else "scaling", args.verbose):
+    with stage_console(f"table{args.table}" if args.table else args.study, args.verbose):
         _run(args, params)
 
 
 def _run(args: argparse.Namespace, params) -> None:
+    from pipeline.studies.study import STRATEGY_STUDY, parse_row, run_study
     from pipeline.studies.sweep import DEFAULT_RUNNER, SweepError, run_table
 
+    common = dict(
+        params_file=args.params,
+        base_overrides=args.overrides,
+        seeds=args.seeds,
+        runner=args.runner or DEFAULT_RUNNER,
+    )
     try:
-        outcome, written = run_table(
-            args.table,
-            params,
-            params_file=args.params,
-            base_overrides=args.overrides,
-            seeds=args.seeds,
-            runner=args.runner or DEFAULT_RUNNER,
-            only_rows=args.rows,
-        )
+        if args.table:
+            outcome, written = run_table(args.table, params, only_rows=args.rows, **common)
+        else:
+            rows = [parse_row(spec) for spec in args.study_rows or STRATEGY_STUDY]
+            outcome, written = run_study(args.study, rows, params, **common)
     except SweepError as error:
         sys.exit(f"error: {error}")
     for path in written:

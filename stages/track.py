@@ -44,8 +44,12 @@ def main(argv: list[str] | None = None) -> None:
     if not dataset_dir.is_dir():
         sys.exit(f"error: {dataset_dir}: no converted split (run the convert stage)")
     out_dir = Path(args.out) if args.out else results_dir(args.method, split)
+    try:
+        training = track.training_record(checkpoint)
+    except ValueError as error:  # an official checkpoint not imported yet, an unreadable file
+        sys.exit(f"error: {error}")
     with stage_console(f"track_{args.method}", args.verbose):
-        info = {"method": args.method, "split": split, "training": track.training_record(checkpoint)}
+        info = {"method": args.method, "split": split, "training": training}
         summary = track.run(
             params, checkpoint, dataset_dir, out_dir, extra_info=info, progress=not args.no_progress
         )

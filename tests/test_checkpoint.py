@@ -46,6 +46,26 @@ def test_round_trip_gives_identical_outputs(tmp_path):
         assert torch.equal(a.logits, b.logits) and torch.equal(a.boxes, b.boxes)
 
 
+def test_full_disk_names_the_checkpoint_and_keeps_the_old_one(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    model = build_model(tiny_config())
+    path = save_checkpoint(tmp_path / "checkpoint.pt", model, {"model": to_dict(tiny_config())}, epoch=1)
+
+    def disk_full(obj, handle, *args, **kwargs):
+        handle.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left on device") as failed:
+        save_checkpoint(path, model, {"model": to_dict(tiny_config())}, epoch=2)
+    assert failed.value.errno == errno.ENOSPC and failed.value.filename == str(path)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left
+    assert read_checkpoint(path)["epoch"] == 1
+
+
 def test_bad_checkpoint_names_the_field(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"format": "detr", "model": {}}, path)

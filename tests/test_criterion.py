@@ -39,15 +39,18 @@ def make_target(boxes, obj_ids, pseudo_boxes=(), pseudo_scores=()) -> dict:
     }
 
 
-def make_criterion(rfs=False, pld=False, tgd=False, rfs_layers=None, aux_loss=True) -> ClipCriterion:
+def make_criterion(
+    rfs=False, pld=False, tgd=False, rfs_layers=None, aux_loss=True, rfs_reading="literal", **tgd_options
+) -> ClipCriterion:
     loss_cfg = LossConfig(aux_loss=aux_loss)
     return ClipCriterion(
         build_matcher(loss_cfg),
         loss_cfg,
-        RFSConfig(enabled=rfs, layers=rfs_layers),
+        RFSConfig(enabled=rfs, layers=rfs_layers, reading=rfs_reading),
         PLDConfig(enabled=pld),
-        TGDConfig(enabled=tgd),
+        TGDConfig(enabled=tgd, **tgd_options),
         num_classes=1,
+        record_assignments=True,
     )
 
 

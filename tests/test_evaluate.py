@@ -55,7 +55,7 @@ def test_perfect_tracker_scores_100(tmp_path):
     write_sequence(gt, "seq-b", 4, [(f, 3, 1) for f in range(1, 5)] + [(f, 1, 1) for f in (2, 3)])
     for seq in discover_sequences(gt):
         # the ground truth itself, copied as results
-        rows = motchallenge.read_gt(seq.gt_file)
+        rows = motchallenge.read_gt(seq.gt_file, seq.info)
         (results).mkdir(exist_ok=True)
         motchallenge.write_results(results / f"{seq.name}.txt", rows[:, [0, 1, 2, 3, 4, 5, 6]])
     evaluation = evaluate_folder(gt, results, "synthetic")
@@ -118,14 +118,19 @@ def test_other_trackers_large_identity_numbers_score_like_small_ones(tmp_path):
 
 
 def test_mot17_removes_boxes_on_distractors_class_one_only_does_not(tmp_path):
-    """MOT17 preprocessing drops a tracker box matched to a distractor (class 8); DanceTrack counts it as FP."""
+    """MOT17 preprocessing drops a tracker box matched to a distractor (class 8); custom counts it as FP.
+
+    DanceTrack's gt has class 1 rows only: a class 8 row there is an error, as in the converter.
+    """
     gt, results = tmp_path / "gt", tmp_path / "results"
     write_sequence(gt, "MOT17-02-FRCNN", 3, [(f, 1, 1) for f in (1, 2, 3)] + [(f, 2, 8) for f in (1, 2, 3)])
     write_result(results, "MOT17-02-FRCNN", [(f, o, o) for f in (1, 2, 3) for o in (1, 2)])
     mot17 = evaluate_folder(gt, results, "MOT17").overall
-    class_one = evaluate_folder(gt, results, "DanceTrack").overall
+    class_one = evaluate_folder(gt, results, "custom").overall
     assert mot17["FP"] == 0 and mot17["MOTA"] == pytest.approx(100.0)
     assert class_one["FP"] == 3 and class_one["MOTA"] == pytest.approx(0.0)
+    with pytest.raises(DataError, match=r"gt\.txt:4: class: dancetrack gt rows are all class 1, got 8"):
+        evaluate_folder(gt, results, "DanceTrack")
 
 
 def test_malformed_row_names_file_and_line(tmp_path):
@@ -212,3 +217,73 @@ def test_cli_scores_other_trackers_and_zips_test_splits(tmp_path, capsys):
     (results / "seq.txt").write_text("1,7,10,20\n")
     with pytest.raises(SystemExit, match=r"seq\.txt:1"):
         cli_main(["evaluate", "--gt", str(gt), "--results", str(results)])
+
+
+# ---- issue 23: nothing left out of the score silently; gt read as the converter reads it
+
+
+def test_gt_folder_without_seqinfo_is_an_error_not_left_out(tmp_path):
+    gt, results = tmp_path / "gt", tmp_path / "results"
+    write_sequence(gt, "seq-a", 3, [(f, 1, 1) for f in (1, 2, 3)])
+    write_sequence(gt, "seq-b", 3, [(f, 1, 1) for f in (1, 2, 3)])
+    (gt / "seq-b" / "seqinfo.ini").unlink()
+    (gt / "notes.txt").write_text("a plain file is not a sequence\n")
+    write_result(results, "seq-a", [(f, 1, 1) for f in (1, 2, 3)])
+    with pytest.raises(DataError, match=r"seq-b/seqinfo\.ini: seqinfo\.ini: missing"):
+        evaluate_folder(gt, results)
+    (gt / "seq-c").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(DataError, match=r"seq-c: sequence: symbolic link that leads nowhere"):
+        discover_sequences(gt)
+
+
+def test_result_file_of_an_unknown_sequence_is_an_error(tmp_path):
+    gt, results = tmp_path / "gt", tmp_path / "results"
+    write_sequence(gt, "seq-a", 3, [(f, 1, 1) for f in (1, 2, 3)])
+    write_result(results, "seq-a", [(f, 1, 1) for f in (1, 2, 3)])
+    write_result(results, "seq-typo", [(1, 1, 1)])
+    with pytest.raises(
+        DataError, match=r"seq-typo\.txt: sequence: no sequence 'seq-typo' in the ground truth"
+    ):
+        evaluate_folder(gt, results)
+    # Named sequences score only those; other files are not looked at.
+    assert evaluate_folder(gt, results, sequences=["seq-a"]).overall["HOTA"] == pytest.approx(100.0)
+
+
+def test_gt_txt_that_is_not_a_file_is_an_error(tmp_path):
+    gt = tmp_path / "gt"
+    write_sequence(gt, "seq", 3, [], labelled=False)
+    (gt / "seq" / "gt" / "gt.txt").mkdir()
+    with pytest.raises(DataError, match=r"seq/gt/gt\.txt: gt: not a readable file"):
+        discover_sequences(gt)
+
+
+GT_AGREEMENT = [
+    ("valid", "1,1,10,20,30,60,1,1,1.0", None),
+    ("seven_values", "1,1,10,20,30,60,1", None),
+    ("zero_width", "1,1,10,20,0,60,1,1,1.0", "bb_width"),
+    ("visibility_above_one", "1,1,10,20,30,60,1,1,1.5", "visibility"),
+    ("consider_flag_2", "1,1,10,20,30,60,2,1,1.0", "consider"),
+    ("ten_values", "1,1,10,20,30,60,1,1,1.0,-1", "row"),
+    ("wholly_outside", "1,1,400,20,30,60,1,1,1.0", "bbox"),
+    ("frame_zero", "0,1,10,20,30,60,1,1,1.0", "frame"),
+]
+
+
+@pytest.mark.parametrize("name,row,field", GT_AGREEMENT, ids=[c[0] for c in GT_AGREEMENT])
+def test_convert_and_evaluate_accept_the_same_gt_rows(tmp_path, name, row, field):
+    from pipeline.formats.errors import Issues
+
+    write_sequence(tmp_path, "seq", 3, [])
+    path = tmp_path / "seq" / "gt" / "gt.txt"
+    path.write_text(row + "\n")
+    info = motchallenge.read_seqinfo(tmp_path / "seq" / "seqinfo.ini")
+    outcomes = []
+    for read in (
+        lambda: motchallenge.read_gt_rows(path, info, "synthetic", Issues()),  # the converter's
+        lambda: motchallenge.read_gt(path, info, "synthetic"),  # evaluate's
+    ):
+        try:
+            outcomes.append(len(read()))
+        except DataError as error:
+            outcomes.append(error.field)
+    assert outcomes == [1, 1] if field is None else outcomes == [field, field]

@@ -69,7 +69,8 @@ def test_dataset_gt_and_det_rows_with_bom_and_crlf(tmp_path):
 def test_results_and_scoring_gt_with_bom_and_crlf(tmp_path):
     results = motchallenge.read_results(write(tmp_path / "seq.txt", windows(RESULTS)), seq_length=3)
     assert results.shape == (2, 10) and results[:, 0].tolist() == [1, 2]
-    gt = motchallenge.read_gt(write(tmp_path / "gt.txt", windows(GT)), seq_length=3)
+    info = motchallenge.SeqInfo("seq", 3, 64, 48)
+    gt = motchallenge.read_gt(write(tmp_path / "gt.txt", windows(GT)), info)
     assert gt.shape == (2, 9) and gt[1, 8] == 0.5
     with pytest.raises(DataError, match=r"seq2\.txt:2: frame: 4 is outside the sequence"):
         motchallenge.read_results(write(tmp_path / "seq2.txt", windows(RESULTS.replace("2,1,6", "4,1,6"))), 3)

@@ -27,6 +27,7 @@ def pld_criterion(combine: str, sources=TWO_SOURCES) -> ClipCriterion:
         PLDConfig(enabled=True, sources=list(sources), combine=combine),
         TGDConfig(enabled=False),
         num_classes=1,
+        record_assignments=True,
     )
 
 

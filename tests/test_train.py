@@ -2,7 +2,9 @@
 
 A tiny model and tiny synthetic data keep each Ray Train run to a few seconds of compute; most
 of the time is Ray start-up. One 2-worker run (with an injected worker fault) serves several
-tests; a second pair of runs checks kill-and-restart against an uninterrupted run.
+tests; a second pair of runs checks kill-and-restart against an uninterrupted run. Both start
+from an init checkpoint (as the default pipeline's MOTR/MOTRv3 start from the detector's), so
+the restored workers must freeze what the first attempt froze.
 """
 
 from __future__ import annotations
@@ -76,6 +78,29 @@ def make_data(tmp: Path, frames: int) -> Path:
     return tmp / "clips"
 
 
+def make_init_checkpoint(tmp: Path, params, method: str) -> Path:
+    """A checkpoint of ours holding every weight of `method`'s model (other weights than the run's
+    seed draws), so a run from it freezes the backbone stem."""
+    import motrv3
+    from pipeline.steps.train.methods import method_params
+
+    effective = method_params(params, method)
+    torch.manual_seed(effective.seed + 1)
+    model = motrv3.build_model(
+        effective.model.to_config(), effective.tracking.to_config(), effective.tgd.to_config()
+    )
+    return motrv3.save_checkpoint(tmp / "init" / "checkpoint.pt", model, effective.as_dict())
+
+
+def stem_state(state: dict, params) -> dict:
+    """The entries of a model state dict that belong to the backbone's stem."""
+    import motrv3
+
+    names = motrv3.build_model(params.model.to_config()).backbone.stem_names
+    prefixes = tuple(f"backbone.body.{name}." for name in names)
+    return {k: v for k, v in state.items() if k.startswith(prefixes)}
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     from pipeline.ray_utils import init_ray
@@ -87,7 +112,8 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def two_worker_run(tmp_path_factory, local_ray):
-    """MOTR on one 2-frame clip (overfit), 2 workers, 6 steps, a fault injected before step 3."""
+    """MOTR from an init checkpoint on one 2-frame clip (overfit), 2 workers, 6 steps, a fault
+    injected before step 3."""
     from pipeline.steps.train import run as train
     from pipeline.steps.train.worker import FAULT_ENV
 
@@ -105,6 +131,8 @@ def two_worker_run(tmp_path_factory, local_ray):
         "tracking.drop_track_prob=0.0",
         "tracking.fp_track_prob=0.0",
     )
+    init = make_init_checkpoint(tmp, params, "motr")
+    params.train.init_checkpoint = str(init)
     os.environ[FAULT_ENV] = "3"
     try:
         started = time.perf_counter()
@@ -118,6 +146,7 @@ def two_worker_run(tmp_path_factory, local_ray):
         "metrics": metrics,
         "out": tmp / "models" / "motr",
         "seconds": seconds,
+        "init": init,
     }
 
 
@@ -141,6 +170,14 @@ def test_worker_fault_is_recovered_from_checkpoint(two_worker_run):
     markers = list((two_worker_run["tmp"] / "ray").glob("*.fault_injected"))
     assert len(markers) == 1 and "global step 3" in markers[0].read_text()
     assert metrics["global_steps"] == 6
+    # The restarted group froze what the first froze: the stem stays the init file's, the rest trains.
+    params = two_worker_run["params"]
+    init = torch.load(two_worker_run["init"], weights_only=True)["model"]
+    out = torch.load(two_worker_run["out"] / "checkpoint.pt", weights_only=True)["model"]
+    stem = stem_state(init, params)
+    assert stem and all(torch.equal(out[k], v) for k, v in stem.items())
+    trunk = [k for k in init if k.startswith("backbone.body.layer4.") and init[k].is_floating_point()]
+    assert any(not torch.equal(out[k], init[k]) for k in trunk)
 
 
 def test_outputs_and_mlflow_run(two_worker_run):
@@ -191,12 +228,15 @@ def test_local_ray_listens_on_loopback_only(two_worker_run):
     assert addresses and all(loopback(a) for a in addresses), addresses
 
 
-def _stage_command(tmp: Path, clips: Path, storage: Path, out: Path) -> list[str]:
+def _stage_command(tmp: Path, clips: Path, storage: Path, out: Path, init: Path) -> list[str]:
     command = [sys.executable, "-m", "stages.train", "--method", "motrv3", "--no-progress"]
     for item in RESUME_SETTINGS + [f"train.storage_path={storage}"]:
         command += ["--set", item]
     command += ["--clips-dir", str(clips), "--output-dir", str(out)]
-    for item in TINY + [f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}"]:
+    for item in TINY + [
+        f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+        f"train.init_checkpoint={init}",
+    ]:
         command += ["--set", item]
     return command
 
@@ -231,16 +271,34 @@ def _kill_session(proc: subprocess.Popen) -> None:
     proc.wait(timeout=20)
 
 
+def _resume_params(tmp: Path, storage: Path, init: Path, *extra: str):
+    return load_params(
+        REPO_ROOT / "params.yaml",
+        [
+            *TINY,
+            *RESUME_SETTINGS,
+            f"train.storage_path={storage}",
+            f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+            f"train.init_checkpoint={init}",
+            *extra,
+        ],
+    )
+
+
 def test_kill_and_restart_resumes_to_same_weights(tmp_path, local_ray):
+    """A run from an init checkpoint (frozen stem), killed and run again, exports the weights of an
+    uninterrupted run; a checkpoint that cannot be restored says why and names --fresh."""
     from pipeline.steps.train import run as train
 
     clips = make_data(tmp_path, frames=8)  # 7 clips of 2 frames
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    init = make_init_checkpoint(tmp_path, tiny_params(tmp_path, *RESUME_SETTINGS), "motrv3")
+    logs = tmp_path / "logs"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MOTRV3_LOG_DIR": str(logs)}
     out_killed = tmp_path / "killed" / "motrv3"
     storage = tmp_path / "ray_killed"
     log = open(tmp_path / "killed.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        _stage_command(tmp_path, clips, storage, out_killed),
+        _stage_command(tmp_path, clips, storage, out_killed, init),
         cwd=REPO_ROOT,
         env=env,
         stdout=log,
@@ -265,7 +323,7 @@ def test_kill_and_restart_resumes_to_same_weights(tmp_path, local_ray):
     assert 1 <= latest < 8
 
     restarted = subprocess.run(
-        _stage_command(tmp_path, clips, storage, out_killed),
+        _stage_command(tmp_path, clips, storage, out_killed, init),
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -274,17 +332,12 @@ def test_kill_and_restart_resumes_to_same_weights(tmp_path, local_ray):
     assert restarted.returncode == 0, restarted.stdout[-3000:] + restarted.stderr[-3000:]
     resumed = json.loads((out_killed / "metrics.json").read_text())
     assert resumed["resumed_from_step"] == latest and resumed["global_steps"] == 8
+    log = (logs / "train_motrv3.log").read_text()
+    assert f"stem frozen (conv1, bn1, act1, maxpool, layer1; weights from {init}); restored from" in log
+    assert "trained from scratch" not in log
 
     # The same config uninterrupted (in this process, another storage path → a fresh run).
-    params = load_params(
-        REPO_ROOT / "params.yaml",
-        [
-            *TINY,
-            *RESUME_SETTINGS,
-            f"train.storage_path={tmp_path / 'ray_whole'}",
-            f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-        ],
-    )
+    params = _resume_params(tmp_path, tmp_path / "ray_whole", init)
     whole = train(params, "motrv3", tmp_path / "whole" / "motrv3", clips_dir=clips, progress=False)
     assert whole["resumed_from_step"] is None and whole["global_steps"] == 8
     a = torch.load(out_killed / "checkpoint.pt", weights_only=True)["model"]
@@ -303,6 +356,103 @@ def test_kill_and_restart_resumes_to_same_weights(tmp_path, local_ray):
     assert all(torch.equal(raw["ema"][k], b[k]) for k in b)
     assert any(not torch.equal(raw["model"][k], b[k]) for k in b if b[k].is_floating_point())
     assert resumed["final_losses"] == pytest.approx(whole["final_losses"], rel=1e-6)
+    stem = stem_state(torch.load(init, weights_only=True)["model"], params)
+    assert stem and all(torch.equal(raw["model"][k], v) for k, v in stem.items())
+    assert raw["frozen"]["stem"] and raw["frozen"]["weights_from"] == str(init)
+
+    _check_unrestorable_checkpoint(last, params, clips, whole["ray_train_run"])
+
+
+def _check_unrestorable_checkpoint(directory: Path, params, clips: Path, run: str) -> None:
+    """A checkpoint written before the frozen layers were recorded: its optimiser state does not fit
+    the model a restore builds. The worker says why and names --fresh (not a raw ValueError), and
+    the driver passes that on. The worker runs here, with Ray Train's context stubbed: no Ray run."""
+    import types
+
+    import ray.train
+    import ray.train.torch
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    from pipeline.steps.train.driver import worker_training_error
+    from pipeline.steps.train.methods import TrainingError, method_params
+    from pipeline.steps.train.worker import WorkerLoop
+
+    state = torch.load(directory / "state.pt", weights_only=True)
+    del state["frozen"]
+    torch.save(state, directory / "state.pt")
+    context = types.SimpleNamespace(get_world_rank=lambda: 0, get_world_size=lambda: 1)
+    config = {
+        "params": method_params(params, "motrv3").model_dump(mode="json"),
+        "method": "motrv3",
+        "clips_dir": str(clips),
+        "run": run,
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ray.train, "get_context", lambda: context)
+        patch.setattr(
+            ray.train, "get_checkpoint", lambda: ray.train.Checkpoint.from_directory(str(directory))
+        )
+        patch.setattr(ray.train.torch, "get_device", lambda: torch.device("cpu"))
+        patch.setattr(ray.train.torch, "prepare_model", lambda model: model)
+        with pytest.raises(TrainingError, match="--fresh") as failed:
+            WorkerLoop(config)
+    message = str(failed.value)
+    assert message.startswith(f"cannot resume training run {run} from its checkpoint {directory}: ")
+    assert "parameter group" in message and "predates the record of frozen layers" in message
+    assert worker_training_error(WorkerGroupError("rank 0 failed", {0: failed.value})) is failed.value
+
+
+@pytest.mark.parametrize("failing", ["checkpoint.pt", "assignment_stats.json"])
+def test_export_into_a_full_disk_names_the_file_and_writes_nothing(tmp_path, monkeypatch, failing):
+    """The stage's outputs are written all or none: ENOSPC on one leaves the previous set as it was."""
+    import errno
+    import types
+
+    import motrv3
+    from pipeline.steps.train.checkpoints import save_state
+    from pipeline.steps.train.driver import export
+    from pipeline.steps.train.methods import TrainingError, method_params
+
+    effective = method_params(tiny_params(tmp_path), "motr")
+    model = motrv3.build_model(effective.model.to_config(), effective.tracking.to_config())
+    ray_checkpoint = tmp_path / "ray_checkpoint"
+    history = [
+        {"epoch": 0, "global_step": 1, "losses": {"loss": 1.0}, "assignment": {}, "slot_histogram": []}
+    ]
+    save_state(
+        ray_checkpoint,
+        {"model": model.state_dict(), "ema": None, "epoch": 1, "global_step": 1, "history": history}
+        | {"clips": 1, "train_seconds": 1.0},
+    )
+    out = tmp_path / "models" / "motr"
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text("previous run\n")
+
+    def disk_full(handle, partial) -> None:
+        handle.write(partial)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if failing == "checkpoint.pt":
+        monkeypatch.setattr(torch, "save", lambda obj, handle, *a, **k: disk_full(handle, b"partial"))
+    else:
+        write_text = Path.write_text
+
+        def full_text(path, text, *args, **kwargs):
+            if not path.name.startswith(f".{failing}."):
+                return write_text(path, text, *args, **kwargs)
+            with open(path, "w") as handle:
+                disk_full(handle, "partial")
+
+        monkeypatch.setattr(Path, "write_text", full_text)
+    checkpoint = types.SimpleNamespace(as_directory=lambda: contextlib.nullcontext(str(ray_checkpoint)))
+    consumer = types.SimpleNamespace(starts=[])
+    with pytest.raises(TrainingError) as failed:
+        export(effective, "motr", "motr-test", checkpoint, out, consumer, "run-id", time.perf_counter())
+    message = str(failed.value)
+    assert message.startswith(f"{out / failing}: cannot write it (No space left on device)"), message
+    assert "Free space there and run the stage again" in message
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]  # no new output, no temp file
+    assert (out / "metrics.json").read_text() == "previous run\n"
 
 
 def listening_addresses(pids: list[int]) -> set[str]:

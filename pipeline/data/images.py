@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from pipeline.formats.errors import DataError
 from pipeline.formats.motchallenge import SeqInfo
+
+# What PIL may identify and OpenCV (`decode_image`, used by training and tracking) also decodes.
+DECODABLE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP", "PPM"})
 
 
 def decode_image(data) -> np.ndarray:
@@ -19,47 +25,60 @@ def decode_image(data) -> np.ndarray:
     return image
 
 
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's SOF header, or None if the bytes are not a well-formed JPEG."""
-    if len(data) < 4 or data[:2] != b"\xff\xd8":
-        return None
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if pos + 9 > len(data):
-                return None
-            height = int.from_bytes(data[pos + 5 : pos + 7], "big")
-            width = int.from_bytes(data[pos + 7 : pos + 9], "big")
-            return width, height
-        pos += 2 + length
-    return None
+def image_size(data: bytes, path: str | Path) -> tuple[int, int]:
+    """(width, height) of a complete image; empty, truncated or undecodable bytes are a `DataError`.
+
+    PIL reads every block (`verify` checks PNG chunk CRCs, `load` decodes and raises on a
+    truncated file, which OpenCV would decode to grey without failing); JPEGs load at 1/8 scale,
+    which still reads all their entropy-coded data at a fraction of a full decode's cost. Other
+    formats must also decode with OpenCV, the loader's decoder, which is stricter than PIL there
+    (a PNG cut inside its end chunk).
+    """
+    if not data:
+        raise DataError(path, None, "image", "empty file", kind="corrupt_image")
+    name = "image"
+    try:
+        with warnings.catch_warnings():
+            # A header claiming a huge size is a corrupt file here, not a reason to allocate gigabytes.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                name = image.format or name
+                image.verify()
+            with Image.open(io.BytesIO(data)) as image:
+                size = image.size
+                if image.format in ("JPEG", "MPO"):
+                    image.draft("L", (max(1, size[0] // 8), max(1, size[1] // 8)))
+                image.load()
+    except UnidentifiedImageError:
+        raise DataError(path, None, "image", "not an image (unknown format)", kind="corrupt_image") from None
+    # PIL's format plugins raise many types on bad bytes (OSError, SyntaxError, ValueError, struct.error, ...).
+    except Exception as error:
+        raise DataError(
+            path, None, "image", f"corrupt {name} (truncated or undecodable: {error})", kind="corrupt_image"
+        ) from None
+    if name not in DECODABLE_FORMATS:
+        raise DataError(
+            path,
+            None,
+            "image",
+            f"{name} is not a format the loader decodes ({', '.join(sorted(DECODABLE_FORMATS))})",
+            kind="corrupt_image",
+        )
+    if name not in ("JPEG", "MPO"):
+        try:
+            decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            decoded = None
+        if decoded is None or (decoded.shape[1], decoded.shape[0]) != size:
+            raise DataError(
+                path, None, "image", f"corrupt {name} (OpenCV cannot decode it)", kind="corrupt_image"
+            )
+    return size
 
 
 def check_image(data: bytes, path: Path, info: SeqInfo) -> None:
-    """A frame's encoded bytes must decode and match seqinfo.ini's size."""
-    if path.suffix.lower() in (".jpg", ".jpeg"):
-        size = jpeg_size(data)
-        # A JPEG ends with the EOI marker; a truncated file decodes to grey garbage without failing.
-        if size is None or data.rstrip(b"\x00\r\n ")[-2:] != b"\xff\xd9":
-            raise DataError(
-                path, None, "image", "corrupt JPEG (bad header or truncated)", kind="corrupt_image"
-            )
-        # The reduced decode reads every entropy-coded block but costs a fraction of a full decode.
-        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
-        if decoded is None:
-            raise DataError(path, None, "image", "corrupt JPEG (does not decode)", kind="corrupt_image")
-    else:
-        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if decoded is None:
-            raise DataError(path, None, "image", "image does not decode", kind="corrupt_image")
-        size = (decoded.shape[1], decoded.shape[0])
+    """A frame's encoded bytes must be a complete image of seqinfo.ini's size."""
+    size = image_size(data, path)
     if size[0] != info.width:
         raise DataError(
             path,

@@ -10,10 +10,13 @@ their augmentations follow from (seed, epoch) alone, so any worker can rebuild a
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -201,3 +204,75 @@ class ClipDataset(torch.utils.data.Dataset):
         spec = self.specs[index]
         frames = self.reader.frames(spec.sequence, spec.positions)
         return build_clip(frames, self.plan(spec, frames[0]), spec, self.pseudo)
+
+
+def step_clips(indices: list[int], step: int, per_step: int) -> list[int]:
+    """The dataset indices one step reads: this rank's shard, round-robin from `step × per_step`."""
+    return [indices[(step * per_step + k) % len(indices)] for k in range(per_step)]
+
+
+class StepSampler(torch.utils.data.Sampler[int]):
+    """The clips of steps `start`..`stop - 1` in training order, so a resumed epoch starts at its step."""
+
+    def __init__(self, indices: list[int], per_step: int, start: int, stop: int):
+        self.indices, self.per_step, self.start, self.stop = indices, per_step, start, stop
+
+    def __iter__(self) -> Iterator[int]:
+        for step in range(self.start, self.stop):
+            yield from step_clips(self.indices, step, self.per_step)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start) * self.per_step
+
+
+def _one_clip(clip: dict[str, Any]) -> dict[str, Any]:
+    return clip  # clips stay as built (no collation: a step reads them one by one)
+
+
+def _seed_loader_worker(worker_id: int) -> None:
+    """A loader process: seeded from the loader's generator (the run seed), one OpenCV thread."""
+    seed = torch.initial_seed() % 2**32  # base seed (from `seed`) + worker_id, set by the DataLoader
+    np.random.seed(seed)
+    random.seed(seed)
+    cv2.setNumThreads(1)  # the loader processes are the parallelism; no thread pool inside each
+
+
+def clip_stream(
+    dataset: ClipDataset,
+    indices: list[int],
+    per_step: int,
+    start: int,
+    stop: int,
+    *,
+    workers: int = 0,
+    prefetch: int = 2,
+    seed: int | None = None,
+    pin_memory: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """The clips of steps `start`..`stop - 1` (`StepSampler`) in order, read in this process
+    (`workers` 0) or by `workers` loader processes that each keep `prefetch` clips ready.
+
+    The same clips either way: a clip follows from (seed, epoch, index) alone (`ClipDataset`), the
+    loader's processes only change where it is built. Call after `dataset.set_epoch`: the
+    processes take the dataset as it is when the stream starts. The processes' global generators
+    are seeded from `seed` (default: the dataset's run seed and epoch), process k from seed + k.
+    """
+    sampler = StepSampler(indices, per_step, start, stop)
+    if workers == 0:
+        return (dataset[index] for index in sampler)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        sampler=sampler,
+        num_workers=workers,
+        prefetch_factor=prefetch,
+        collate_fn=_one_clip,
+        worker_init_fn=_seed_loader_worker,
+        generator=torch.Generator().manual_seed(
+            int(np.random.default_rng([dataset.seed, dataset.epoch, 0x10AD]).integers(2**62))
+            if seed is None
+            else seed
+        ),
+        pin_memory=pin_memory,
+    )
+    return iter(loader)

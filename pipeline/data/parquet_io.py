@@ -12,19 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.data.images import check_image, jpeg_size
+from pipeline.data.images import check_image, image_size
 from pipeline.data.sequences import Sequence, read_sequence_info
-from pipeline.formats.errors import DataError, Issues
+from pipeline.formats.errors import DataError, Issues, naming_file
 from pipeline.formats.motchallenge import check_box
 from pipeline.paths import atomic_path
 
@@ -91,25 +88,20 @@ def _frame_rows(
             if info is not None:
                 check_image(data, record.image_path, info)
                 width, height = info.width, info.height
-            else:
-                size = jpeg_size(data)
-                if size is None:
-                    raise DataError(
-                        record.image_path, None, "image", "corrupt JPEG (bad header)", kind="corrupt_image"
-                    )
-                width, height = size
+            else:  # static images (CrowdHuman): the same full check, the size read from the image
+                width, height = image_size(data, record.image_path)
         except DataError as error:
             issues.report(error)
             continue
         objects = record.objects
         if info is None:  # static images: boxes are only now checkable against the image size
             kept = []
-            for row in objects:
+            for k, row in enumerate(objects):
                 try:
-                    check_box(row.box, width, height, Path(sequence.source), record.line)
+                    field = record.fields[k] if k < len(record.fields) else "fbox"
+                    check_box(row.box, width, height, Path(sequence.source), record.line, field)
                     kept.append(row)
                 except DataError as error:
-                    error.field = "fbox"
                     issues.report(error)
             objects = kept
         yield {
@@ -132,8 +124,14 @@ def _frame_rows(
         }
 
 
-def _write_sequence(path: Path, rows: Iterable[dict[str, Any]], row_group_frames: int) -> dict[str, int]:
-    """Stream rows into one Parquet file, one row group per `row_group_frames` frames."""
+def _write_sequence(
+    path: Path, rows: Iterable[dict[str, Any]], row_group_frames: int, shown: Path | None = None
+) -> dict[str, int]:
+    """Stream rows into one Parquet file, one row group per `row_group_frames` frames.
+
+    A failed write (a full disk) is an OSError naming `shown` (the final path; default `path`).
+    """
+    shown = shown or path
     counts = {
         "frames": 0,
         "objects": 0,
@@ -142,21 +140,22 @@ def _write_sequence(path: Path, rows: Iterable[dict[str, Any]], row_group_frames
         "first_frame": None,
         "last_frame": None,
     }
-    writer = pq.ParquetWriter(
-        path,
-        CLIP_SCHEMA,
-        compression={name: ("NONE" if name == "image" else "ZSTD") for name in CLIP_SCHEMA.names},
-        use_dictionary=["sequence", "det_sources"],
-        write_statistics=_STAT_COLUMNS,
-    )
+    with naming_file(shown):
+        writer = pq.ParquetWriter(
+            path,
+            CLIP_SCHEMA,
+            compression={name: ("NONE" if name == "image" else "ZSTD") for name in CLIP_SCHEMA.names},
+            use_dictionary=["sequence", "det_sources"],
+            write_statistics=_STAT_COLUMNS,
+        )
     try:
         chunk: list[dict[str, Any]] = []
 
         def flush():
             if chunk:
-                writer.write_table(
-                    pa.Table.from_pylist(chunk, schema=CLIP_SCHEMA), row_group_size=row_group_frames
-                )
+                table = pa.Table.from_pylist(chunk, schema=CLIP_SCHEMA)
+                with naming_file(shown):
+                    writer.write_table(table, row_group_size=row_group_frames)
                 chunk.clear()
 
         for row in rows:
@@ -171,7 +170,8 @@ def _write_sequence(path: Path, rows: Iterable[dict[str, Any]], row_group_frames
                 flush()
         flush()
     finally:
-        writer.close()
+        with naming_file(shown):
+            writer.close()
     return counts
 
 
@@ -204,7 +204,8 @@ def write_dataset(
         "sequences": {},
     }
     with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
+        with naming_file(out_dir):
+            tmp.mkdir(parents=True)
         id_offset = 0
         for sequence in sequences:
             if progress is not None:
@@ -212,7 +213,7 @@ def write_dataset(
             file_name = f"{sequence.name}.parquet"
             seq_root = Path(sequence.source) if not sequence.static else Path(sequence.source).parent
             rows = _frame_rows(sequence, id_offset, issues, seq_root)
-            counts = _write_sequence(tmp / file_name, rows, row_group_frames)
+            counts = _write_sequence(tmp / file_name, rows, row_group_frames, shown=out_dir / file_name)
             if counts["frames"] == 0:
                 (tmp / file_name).unlink()
                 issues.report(
@@ -235,6 +236,7 @@ def write_dataset(
                 "static": sequence.static,
                 "has_gt": sequence.has_gt,
                 "det_sources": sequence.det_sources,
+                "frame_offset": sequence.frame_offset,  # source frame = frame + this (a val half)
                 "id_offset": id_offset,
                 **counts,
                 "bytes": (tmp / file_name).stat().st_size,
@@ -258,7 +260,8 @@ def write_dataset(
             item["file"] = _relative(item["file"], root)
         manifest["skipped"] = skipped
         # Written last: a folder without it is incomplete by definition.
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        with naming_file(out_dir / MANIFEST):
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.formats.errors import DataError
+from pipeline.formats.errors import DataError, naming_file
 from pipeline.paths import atomic_path
 
 LABELS_FILE = "pseudo_labels.parquet"
@@ -38,7 +38,7 @@ def write_pseudo_labels(rows: Iterable[dict[str, Any]], path: str | Path) -> Non
     """Write pseudo-label rows (keys of `PSEUDO_LABEL_SCHEMA`) atomically, sorted by (source, sequence, frame)."""
     rows = sorted(rows, key=lambda r: (r["source"], r["sequence"], r["frame"]))
     table = pa.Table.from_pylist(rows, schema=PSEUDO_LABEL_SCHEMA)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, naming_file(path):
         pq.write_table(table, tmp, compression="zstd")
 
 

@@ -199,9 +199,6 @@ class FrameIndex:
                     stems[Path(file_name).stem] = (name, int(frame))
         return cls(dataset_dir, frames, static, sizes, stems)
 
-    def total_frames(self) -> int:
-        return sum(len(f) for f in self.frames.values())
-
     def check(self, sequence: str, frame: int, file: str | Path, line: int | None, field: str) -> None:
         if sequence not in self.frames:
             raise DataError(

@@ -8,8 +8,9 @@ skips the item (row, frame or sequence) and records it.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.formats.errors import DataError, Issues
@@ -40,6 +41,7 @@ class FrameRecord:
     objects: list[GtRow] = field(default_factory=list)
     detections: list[DetRow] = field(default_factory=list)
     line: int | None = None  # the annotation line describing this frame (CrowdHuman's .odgt)
+    fields: list[str] = field(default_factory=list)  # per object, its field on that line (CrowdHuman)
 
 
 @dataclass
@@ -53,6 +55,18 @@ class Sequence:
     det_sources: list[str]
     static: bool = False  # a set of still images (CrowdHuman), turned into clips by random shifts
     source: str = ""
+    frame_offset: int = 0  # source frame = frame + frame_offset (the val half of a split: `take_half`)
+
+
+def unresolved_link(path: Path) -> str | None:
+    """Why a symbolic link leads nowhere (broken, a loop), or None for anything else."""
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as error:
+        return f"symbolic link that leads nowhere ({error.strerror})"
+    return None
 
 
 def list_frames(seq_dir: Path, info: SeqInfo, issues: Issues) -> dict[int, Path]:
@@ -66,7 +80,24 @@ def list_frames(seq_dir: Path, info: SeqInfo, issues: Issues) -> dict[int, Path]
             f"image folder missing ({info.im_dir} per seqinfo.ini)",
             kind="empty_sequence",
         )
-    present = {p.name for p in image_dir.iterdir() if p.suffix.lower() == info.im_ext.lower()}
+    try:
+        names = sorted(p.name for p in image_dir.iterdir())
+    except OSError as error:
+        raise DataError(
+            image_dir, None, "imDir", f"unreadable: {error.strerror}", kind="unreadable"
+        ) from None
+    # Suffixes compare case-insensitively (000001.JPG matches imExt=.jpg); lower name → actual name.
+    present = {name.lower(): name for name in names if Path(name).suffix.lower() == info.im_ext.lower()}
+    if not present and info.length > 0 and names:
+        others = sorted({Path(name).suffix or name for name in names})
+        raise DataError(
+            info.path,
+            info.lines.get("imExt"),
+            "imExt",
+            f"imExt={info.im_ext} but {info.im_dir} holds no {info.im_ext} file "
+            f"({len(names)} other entries: {', '.join(others[:5])}{' …' if len(others) > 5 else ''})",
+            kind="seqinfo_mismatch",
+        )
     if info.length == 0 or not present:
         raise DataError(
             image_dir,
@@ -78,9 +109,8 @@ def list_frames(seq_dir: Path, info: SeqInfo, issues: Issues) -> dict[int, Path]
     frames: dict[int, Path] = {}
     for index in range(1, info.length + 1):
         name = f"{index:06d}{info.im_ext}"
-        if name in present:
-            frames[index] = image_dir / name
-            present.discard(name)
+        if name.lower() in present:
+            frames[index] = image_dir / present.pop(name.lower())
         else:
             issues.report(
                 DataError(
@@ -97,8 +127,23 @@ def list_frames(seq_dir: Path, info: SeqInfo, issues: Issues) -> dict[int, Path]
                 info.path,
                 info.lines.get("seqLength"),
                 "seqLength",
-                f"seqLength={info.length} but {info.im_dir} holds {len(present)} more image(s), e.g. {sorted(present)[0]}",
+                f"seqLength={info.length} but {info.im_dir} holds {len(present)} more image(s), e.g. {sorted(present.values())[0]}",
                 kind="seqinfo_mismatch",
+            )
+        )
+    others = [
+        name
+        for name in names
+        if Path(name).suffix.lower() != info.im_ext.lower() and not name.startswith(".")
+    ]
+    if others:  # not frames (Thumbs.db, a copy in another format): passed over, but named
+        issues.note(
+            DataError(
+                image_dir / others[0],
+                None,
+                "imExt",
+                f"{len(others)} entr{'y' if len(others) == 1 else 'ies'} of {info.im_dir} not {info.im_ext} images, passed over",
+                kind="not_a_frame",
             )
         )
     if not frames:
@@ -125,6 +170,9 @@ def read_sequence(
     records = {index: FrameRecord(index, path) for index, path in frames.items()}
     gt_path = seq_dir / "gt" / "gt.txt"
     has_gt = gt_path.is_file()
+    if not has_gt and (gt_path.exists() or gt_path.is_symlink()):
+        # A folder or a dead link named gt.txt: converting the sequence as unlabelled would hide it.
+        raise DataError(gt_path, None, "gt", "not a readable file", kind="unreadable")
     if has_gt:
         for row in read_gt_rows(gt_path, info, benchmark, issues):
             if row.frame in records:
@@ -143,11 +191,23 @@ def read_sequence(
     for source, folder in (det_dirs or {"det": seq_dir}).items():
         det_path = folder / "det" / "det.txt"
         if not det_path.is_file():
+            if det_path.exists() or det_path.is_symlink():
+                issues.report(DataError(det_path, None, "det", "not a readable file", kind="unreadable"))
             continue
         det_sources.append(source)
         for row in read_det_rows(det_path, info, source, issues):
             if row.frame in records:
                 records[row.frame].detections.append(row)
+            else:
+                issues.report(
+                    DataError(
+                        det_path,
+                        None,
+                        "frame",
+                        f"detection of frame {row.frame} dropped with its missing image",
+                        kind="orphan_row",
+                    )
+                )
     for record in records.values():
         record.objects.sort(key=lambda r: r.track_id)
     return Sequence(
@@ -162,6 +222,50 @@ def read_sequence(
     )
 
 
+HALVES = ("train", "val")
+
+
+def half_cut(length: int) -> int:
+    """The last frame of a sequence's train half: ⌊length/2⌋ + 1 (CenterTrack/ByteTrack's MOT17 split).
+
+    MOT17-02 (600 frames): train frames 1..301, val frames 302..600 (299 frames).
+    """
+    return length // 2 + 1
+
+
+def take_half(sequence: Sequence, half: str) -> Sequence:
+    """The train half (frames 1..cut) or the val half (cut+1..seqLength) of a video sequence.
+
+    `cut = half_cut(seqLength)`. The val half is renumbered from 1 (frames, gt and det rows alike;
+    `frame_offset = cut`), as ByteTrack's `gt_val_half.txt`, so its results files, gt and seqLength
+    agree; every frame keeps its original image file.
+    """
+    if half not in HALVES:
+        raise ValueError(f"unknown half {half!r}; expected one of {HALVES}")
+    info = read_sequence_info(Path(sequence.source))
+    cut = half_cut(info.length)
+    if half == "val" and info.length <= cut:
+        raise DataError(
+            info.path,
+            info.lines.get("seqLength"),
+            "seqLength",
+            f"seqLength={info.length} is too short to cut in halves (the val half would be empty)",
+            kind="empty_sequence",
+        )
+    offset = cut if half == "val" else 0
+    frames = [
+        FrameRecord(
+            record.frame - offset,
+            record.image_path,
+            [replace(row, frame=row.frame - offset) for row in record.objects],
+            [replace(row, frame=row.frame - offset) for row in record.detections],
+        )
+        for record in sequence.frames
+        if (record.frame > cut) == (half == "val")
+    ]
+    return replace(sequence, frames=frames, frame_offset=offset)
+
+
 def find_split_dir(root: Path, split: str) -> Path:
     """`<root>/<split>` (DanceTrack, MOT17, the synthetic layout)."""
     folder = Path(root) / split
@@ -173,10 +277,21 @@ def find_split_dir(root: Path, split: str) -> Path:
 def read_split(root: Path, split: str, benchmark: str, issues: Issues) -> list[Sequence]:
     """Every sequence of `<root>/<split>`, sorted by name; MOT17's detector copies merged into one.
 
-    A sequence that cannot be read at all is skipped in lenient mode and recorded.
+    A sequence that cannot be read at all, or a link that leads nowhere, is skipped in lenient
+    mode and recorded; a plain file is recorded as passed over (`not_a_sequence`) in either mode.
+    Hidden entries (`.name`) are not looked at.
     """
     folder = find_split_dir(root, split)
-    seq_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    seq_dirs = []
+    for path in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+        if path.is_dir():
+            seq_dirs.append(path)
+        elif reason := unresolved_link(path):
+            issues.report(DataError(path, None, "sequence", reason, kind="bad_link"))
+        else:
+            issues.note(
+                DataError(path, None, "sequence", "a file, not a sequence folder", kind="not_a_sequence")
+            )
     groups: dict[str, dict[str, Path]] = defaultdict(dict)
     for seq_dir in seq_dirs:
         copy = mot17_copy(seq_dir.name) if benchmark == "mot17" else None
@@ -222,7 +337,15 @@ def _check_copies(copies: dict[str, Path]) -> Path:
                     kind="copy_mismatch",
                 )
         other_gt = other / "gt" / "gt.txt"
-        if gt_bytes is not None and other_gt.is_file() and other_gt.read_bytes() != gt_bytes:
+        if (gt_bytes is None) != (not other_gt.is_file()):
+            raise DataError(
+                other_gt,
+                None,
+                "gt",
+                f"{'missing' if gt_bytes is not None else 'present'} here but not in {primary.name}",
+                kind="copy_mismatch",
+            )
+        if gt_bytes is not None and other_gt.read_bytes() != gt_bytes:
             raise DataError(
                 other_gt,
                 None,

@@ -15,7 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.formats.errors import DataError
-from pipeline.formats.motchallenge import DET_FIELDS, integer, mot17_copy, parse_values, read_text, text_lines
+from pipeline.formats.motchallenge import (
+    check_box,
+    mot17_copy,
+    parse_det_row,
+    parse_values,
+    read_text,
+    text_lines,
+)
 
 # (sequence, frame) → (boxes [K, 4] float32 xyxy pixels, scores [K] float32)
 Detections = dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]
@@ -45,6 +52,20 @@ def _check_wh(w: float, h: float, file, line, field: str) -> None:
         raise DataError(file, line, field, f"box width/height {w:g}x{h:g} is not positive", kind="bad_box")
 
 
+def _unique_keys(path: Path):
+    """A JSON object hook: a key given twice is an error (json keeps the last one silently)."""
+
+    def hook(pairs):
+        result = {}
+        for key, value in pairs:
+            if key in result:
+                raise DataError(path, None, f"key {key!r}", "given twice", kind="malformed_row")
+            result[key] = value
+        return result
+
+    return hook
+
+
 # Long by design: one pass over the db with each check inline, so every error names its key.
 def read_json_db(
     path: str | Path, index, key_prefix: str | None = None, det_source: str | None = None
@@ -59,11 +80,15 @@ def read_json_db(
     """
     path = Path(path)
     try:
-        db = json.loads(read_text(path))
+        db = json.loads(read_text(path), object_pairs_hook=_unique_keys(path))
     except json.JSONDecodeError as error:
         raise DataError(
             path, error.lineno, "json", f"not valid JSON: {error.msg}", kind="malformed_row"
         ) from None
+    except DataError:
+        raise
+    except (ValueError, RecursionError) as error:  # an integer of > 4300 digits, nesting too deep
+        raise DataError(path, None, "json", f"not readable JSON: {error}", kind="malformed_row") from None
     if not isinstance(db, dict):
         raise DataError(
             path,
@@ -84,7 +109,7 @@ def read_json_db(
         if stem in index.image_stems:
             sequence, frame = index.image_stems[stem]
         else:
-            if len(parts) < 3 or not stem.isdigit():
+            if len(parts) < 3 or not (stem.isascii() and stem.isdigit()):
                 raise DataError(
                     path,
                     None,
@@ -135,35 +160,54 @@ def read_json_db(
 
 
 def read_det_txt(path: str | Path, sequence: str, index) -> Detections:
-    """One MOTChallenge det.txt (`frame, -1, x, y, w, h, score, ...`) for `sequence`; errors name file:line."""
+    """One MOTChallenge det.txt (`frame, -1, x, y, w, h, score, ...`) for `sequence`; errors name file:line.
+
+    Rows are parsed and boxes checked as the converter does (`parse_det_row`, `check_box` against
+    the sequence's image size), so a det.txt is accepted by both or by neither.
+    """
     path = Path(path)
+    width, height = index.sizes.get(sequence, (0, 0))
     lists: dict = {}
     for number, text in text_lines(path):
-        frame_f, _, x, y, w, h, score = parse_values(text, path, number, DET_FIELDS, 7)
-        frame = integer(frame_f, path, number, "frame")
+        frame, (x, y, w, h), score = parse_det_row(text, path, number)
         index.check(sequence, frame, path, number, "frame")
-        _check_wh(w, h, path, number, "bb_width/bb_height")
+        check_box((x, y, w, h), width, height, path, number)
         _append(lists, (sequence, frame), (x, y, x + w, y + h), score)
     return _finish(lists)
 
 
 def read_motchallenge_dets(
-    root: str | Path, index, det_file: str = "det/det.txt", det_source: str | None = None
+    root: str | Path,
+    index,
+    det_file: str = "det/det.txt",
+    det_source: str | None = None,
+    skipped: list[str] | None = None,
 ) -> Detections:
     """`<root>/<sequence>/<det_file>` for each sequence folder under `root` (a MOTChallenge split folder).
 
     MOT17's copies (`MOT17-02-DPM/-FRCNN/-SDP`) map to the converted `MOT17-02`; `det_source` picks
-    which detector's file is read. A folder naming no converted sequence is a `DataError`.
+    which detector's file is read. A folder naming no converted sequence, a `det_file` that is not
+    a file or a link that leads nowhere is a `DataError`; what is passed over (a folder without
+    `det_file`, another detector's copy, a plain file) is appended to `skipped` ("path: why").
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(
             root, None, "path", "not a folder (expected <split>/<sequence>/det/det.txt)", kind="missing_split"
         )
+    skipped = [] if skipped is None else skipped
     result: Detections = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for folder in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
+        if not folder.is_dir():
+            if folder.is_symlink():  # broken or a loop: is_dir() alone would skip it unseen
+                raise DataError(folder, None, "path", "symbolic link that leads nowhere", kind="bad_link")
+            skipped.append(f"{folder}: not a folder")
+            continue
         file = folder / det_file
         if not file.is_file():
+            if file.is_symlink() or file.exists():
+                raise DataError(file, None, "det_file", "not a readable file", kind="unreadable")
+            skipped.append(f"{folder}: no {det_file}")
             continue
         sequence = folder.name
         copy = mot17_copy(sequence)
@@ -177,6 +221,7 @@ def read_motchallenge_dets(
                     kind="bad_params",
                 )
             if copy[1] != det_source:
+                skipped.append(f"{file}: detector {copy[1]}, not det_source {det_source}")
                 continue
             sequence = copy[0]
         if sequence not in index.frames:

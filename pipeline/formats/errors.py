@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,10 @@ class Issues:
             raise error
         self.skipped.append(error)
 
+    def note(self, error: DataError) -> None:
+        """Record a path passed over on purpose (not input data, e.g. a stray file); never raises."""
+        self.skipped.append(error)
+
     def summary(self) -> dict[str, Any]:
         counts = Counter(error.kind for error in self.skipped)
         return {
@@ -53,3 +59,23 @@ class Issues:
             "counts": dict(sorted(counts.items())),
             "items": [error.as_dict() for error in self.skipped],
         }
+
+
+@contextmanager
+def naming_file(path: str | Path) -> Iterator[None]:
+    """Re-raise an OSError of a write (a full disk; pyarrow's name no file) naming `path`.
+
+    The innermost cause is kept, so an outer call (naming the final file instead of a temporary
+    one) replaces the name rather than appending a second one.
+    """
+    try:
+        yield
+    except OSError as error:
+        cause = getattr(error, "write_cause", error)
+        if cause.errno is None:
+            wrapped = OSError(f"{cause} (writing {path})")
+        else:
+            # OSError's own form: "[Errno 28] No space left on device: '<path>'"
+            wrapped = OSError(cause.errno, cause.strerror or str(cause), str(path))
+        wrapped.write_cause = cause
+        raise wrapped from cause

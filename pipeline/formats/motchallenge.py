@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.formats.errors import DataError, Issues
+from pipeline.formats.seqinfo import SeqInfo as SeqInfo  # re-exported: one module per format family
+from pipeline.formats.seqinfo import read_seqinfo as read_seqinfo
+from pipeline.formats.seqinfo import write_seqinfo as write_seqinfo
+from pipeline.formats.text import read_text as read_text
+from pipeline.formats.text import text_lines as text_lines
 from pipeline.paths import atomic_path
 
 RESULT_FIELDS = ("frame", "id", "bb_left", "bb_top", "bb_width", "bb_height", "score", "x", "y", "z")
@@ -52,25 +56,6 @@ def mot17_copy(name: str) -> tuple[str, str] | None:
 
 # ---------------------------------------------------------------------------------------------
 # Text and values
-
-
-def read_text(path: str | Path) -> str:
-    """A text file as saved by any common editor: UTF-8 with or without a byte-order mark."""
-    path = Path(path)
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise DataError(
-            path, None, "encoding", f"not UTF-8 text (byte {error.start})", kind="malformed_row"
-        ) from None
-
-
-def text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, stripped text) of every non-blank line; LF, CRLF and CR all end a line."""
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
-        stripped = line.strip()
-        if stripped:
-            yield number, stripped
 
 
 def split_row(text: str) -> list[str]:
@@ -130,92 +115,6 @@ def integer(value: float, path: str | Path, line: int | None, name: str) -> int:
 # seqinfo.ini
 
 
-@dataclass(frozen=True)
-class SeqInfo:
-    """The `[Sequence]` section of a MOTChallenge `seqinfo.ini`."""
-
-    name: str
-    length: int
-    width: int | None = None
-    height: int | None = None
-    frame_rate: float | None = None
-    im_dir: str = "img1"
-    im_ext: str = ".jpg"
-    path: Path | None = None
-    lines: dict[str, int] = field(default_factory=dict, compare=False)  # key → line, for error messages
-
-
-def read_seqinfo(path: str | Path, required: tuple[str, ...] = ("seqLength",)) -> SeqInfo:
-    """Parse `seqinfo.ini` (key=value lines; section headers and comments skipped).
-
-    `required` keys must be present (the converter also needs imWidth/imHeight); sizes and the
-    frame rate must be positive, seqLength not negative.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, "seqinfo.ini", "missing (every sequence needs one)", kind="bad_seqinfo")
-    values: dict[str, str] = {}
-    lines: dict[str, int] = {}
-    for number, text in text_lines(path):
-        if text.startswith(("[", ";", "#")):
-            continue
-        if "=" not in text:
-            raise DataError(
-                path, number, "seqinfo.ini", f"expected key=value, got {text!r}", kind="bad_seqinfo"
-            )
-        key, value = (part.strip() for part in text.split("=", 1))
-        values[key], lines[key] = value, number
-    for key in required:
-        if key not in values:
-            raise DataError(path, None, key, "missing from seqinfo.ini", kind="bad_seqinfo")
-
-    def number(key: str, kind: type, minimum: float):
-        if key not in values:
-            return None
-        try:
-            value = float(values[key])
-        except ValueError:
-            raise DataError(
-                path, lines[key], key, f"not a number: {values[key]!r}", kind="bad_seqinfo"
-            ) from None
-        if kind is int and value != int(value):
-            raise DataError(path, lines[key], key, f"not an integer: {values[key]!r}", kind="bad_seqinfo")
-        if not math.isfinite(value) or value < minimum:
-            bound = "must not be negative" if minimum == 0 else "must be positive"
-            raise DataError(path, lines[key], key, f"{bound}, got {values[key]}", kind="bad_seqinfo")
-        return kind(value)
-
-    return SeqInfo(
-        name=values.get("name", path.parent.name),
-        length=number("seqLength", int, 0),
-        width=number("imWidth", int, 1),
-        height=number("imHeight", int, 1),
-        frame_rate=number("frameRate", float, 1e-9),
-        im_dir=values.get("imDir", "img1"),
-        im_ext=values.get("imExt", ".jpg"),
-        path=path,
-        lines=lines,
-    )
-
-
-def write_seqinfo(path: str | Path, info: SeqInfo) -> None:
-    lines = ["[Sequence]", f"name={info.name}", f"imDir={info.im_dir}"]
-    if info.frame_rate is not None:
-        lines.append(f"frameRate={info.frame_rate:g}")
-    lines.append(f"seqLength={info.length}")
-    if info.width is not None:
-        lines.append(f"imWidth={info.width}")
-    if info.height is not None:
-        lines.append(f"imHeight={info.height}")
-    lines.append(f"imExt={info.im_ext}")
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-
-
-# ---------------------------------------------------------------------------------------------
-# Dataset annotations (gt.txt, det.txt) as records, with the benchmark's rules
-
-
 @dataclass
 class GtRow:
     frame: int
@@ -247,18 +146,26 @@ def is_counted(benchmark: str, cls: int, consider: int) -> bool:
     return consider == 1
 
 
-def check_box(box, width: int, height: int, file: str | Path, line: int | None) -> None:
-    """Zero/negative size or wholly outside the image is an error; partly outside is valid (MOT17)."""
+def check_box(
+    box, width: int | None, height: int | None, file: str | Path, line: int | None, field: str | None = None
+) -> None:
+    """Zero/negative size or wholly outside the image is an error; partly outside is valid (MOT17).
+
+    Without an image size (a seqinfo.ini without imWidth/imHeight) only the size is checked;
+    `field` names every error after one field instead (CrowdHuman's `gtboxes[i].fbox`).
+    """
     x, y, w, h = box
     if w <= 0:
-        raise DataError(file, line, "bb_width", f"box width {w:g} is not positive", kind="bad_box")
+        raise DataError(file, line, field or "bb_width", f"box width {w:g} is not positive", kind="bad_box")
     if h <= 0:
-        raise DataError(file, line, "bb_height", f"box height {h:g} is not positive", kind="bad_box")
+        raise DataError(file, line, field or "bb_height", f"box height {h:g} is not positive", kind="bad_box")
+    if not width or not height:
+        return
     if x + w <= 0 or y + h <= 0 or x >= width or y >= height:
         raise DataError(
             file,
             line,
-            "bbox",
+            field or "bbox",
             f"box {x:g},{y:g},{w:g},{h:g} lies wholly outside the {width}x{height} image",
             kind="bad_box",
         )
@@ -272,7 +179,7 @@ def _frame_in_sequence(frame: int, info: SeqInfo, path: Path, line: int) -> None
 
 
 def _gt_row(text: str, path: Path, number: int, info: SeqInfo, benchmark: str) -> GtRow:
-    values = parse_values(text, path, number, GT_FIELDS, min_fields=7)
+    values = parse_values(text, path, number, GT_FIELDS, min_fields=7, max_fields=len(GT_FIELDS))
     frame = integer(values[0], path, number, "frame")
     track_id = integer(values[1], path, number, "id")
     box = tuple(values[2:6])
@@ -299,7 +206,11 @@ def _gt_row(text: str, path: Path, number: int, info: SeqInfo, benchmark: str) -
 
 
 def read_gt_rows(path: Path, info: SeqInfo, benchmark: str, issues: Issues) -> list[GtRow]:
-    """A dataset's gt.txt as records; bad rows raise (strict) or are skipped and recorded (lenient)."""
+    """A dataset's gt.txt as records; bad rows raise (strict) or are skipped and recorded (lenient).
+
+    The one gt.txt parser: the converter reads it here, evaluation through `read_gt`, so a file
+    is accepted by both or by neither. 7 to 9 values a row (class and visibility default to 1).
+    """
     rows: list[GtRow] = []
     seen: dict[tuple[int, int], int] = {}
     for number, text in text_lines(path):
@@ -321,17 +232,25 @@ def read_gt_rows(path: Path, info: SeqInfo, benchmark: str, issues: Issues) -> l
     return rows
 
 
+def parse_det_row(text: str, path: str | Path, line: int) -> tuple[int, tuple[float, ...], float]:
+    """One det.txt row `frame,-1,x,y,w,h,score[,...]` → (frame, box x, y, w, h, score).
+
+    The one det.txt row parser (the converter and the pseudo-label sources); the caller checks
+    the frame and box against what it knows (seqinfo.ini or the converted split).
+    """
+    values = parse_values(text, path, line, DET_FIELDS, min_fields=7)
+    return integer(values[0], path, line, "frame"), tuple(values[2:6]), values[6]
+
+
 def read_det_rows(path: Path, info: SeqInfo, source: str, issues: Issues) -> list[DetRow]:
     """A dataset's public detections (det.txt) as records; same validation as gt rows."""
     rows: list[DetRow] = []
     for number, text in text_lines(path):
         try:
-            values = parse_values(text, path, number, DET_FIELDS, min_fields=7)
-            frame = integer(values[0], path, number, "frame")
-            box = tuple(values[2:6])
+            frame, box, score = parse_det_row(text, path, number)
             _frame_in_sequence(frame, info, path, number)
             check_box(box, info.width, info.height, path, number)
-            rows.append(DetRow(frame, box, values[6], source))
+            rows.append(DetRow(frame, box, score, source))
         except DataError as error:
             issues.report(error)
     return rows
@@ -385,9 +304,15 @@ def read_results(path: str | Path, seq_length: int | None = None) -> np.ndarray:
     return _read_table(Path(path), RESULT_FIELDS, 7, seq_length)
 
 
-def read_gt(path: str | Path, seq_length: int | None = None) -> np.ndarray:
-    """A ground-truth file → float64 [N, 9] in `GT_FIELDS` order (needs the class column: 8 values)."""
-    return _read_table(Path(path), GT_FIELDS, 8, seq_length)
+def read_gt(path: str | Path, info: SeqInfo, benchmark: str = "custom") -> np.ndarray:
+    """A ground-truth file → float64 [N, 9] in `GT_FIELDS` order (missing class, visibility = 1).
+
+    Parsed by `read_gt_rows` (strict) under `benchmark`'s rules (one of `BENCHMARKS`), so
+    evaluation accepts exactly the gt files the converter accepts.
+    """
+    rows = read_gt_rows(Path(path), info, benchmark, Issues())
+    table = [[r.frame, r.track_id, *r.box, r.consider, r.cls, r.visibility] for r in rows]
+    return np.asarray(table, dtype=np.float64).reshape(-1, len(GT_FIELDS))
 
 
 def format_results(rows: np.ndarray, decimals: int = 2) -> str:

@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from pipeline.data.crowdhuman import read_crowdhuman
 from pipeline.data.parquet_io import write_dataset
-from pipeline.data.sequences import read_split
+from pipeline.data.sequences import read_split, take_half
 from pipeline.formats.errors import DataError, Issues
 from pipeline.paths import CLIPS_DIR, RAW_SYNTHETIC_DIR
 
@@ -30,10 +30,29 @@ def source_of(params) -> tuple[Path, str]:
     return Path(dataset.root), dataset.name
 
 
-def splits_of(params) -> list[str]:
+def splits_of(params) -> dict[str, tuple[str, str | None]]:
+    """Each output split → (the folder under the input root it is read from, which half or None).
+
+    `dataset.split_mode: half`: `train_split`'s sequences are cut in two (`take_half`), the first
+    halves into `train_split`, the second into `eval_split`; `<root>/<eval_split>` is not read.
+    """
     dataset = params.dataset
     names = [dataset.train_split, dataset.eval_split, dataset.test_split]
-    return list(dict.fromkeys(name for name in names if name))
+    plan: dict[str, tuple[str, str | None]] = {name: (name, None) for name in names if name}
+    if dataset.split_mode == "half":
+        for key, split in (("eval_split", dataset.eval_split), ("test_split", dataset.test_split)):
+            if split == dataset.train_split:
+                raise DataError(
+                    "params.yaml",
+                    None,
+                    f"dataset.{key}",
+                    f"{split!r} is also train_split: split_mode=half writes the two halves of "
+                    f"{dataset.train_split!r} to two different splits",
+                    kind="bad_params",
+                )
+        plan[dataset.train_split] = (dataset.train_split, "train")
+        plan[dataset.eval_split] = (dataset.train_split, "val")
+    return plan
 
 
 def convert_split(
@@ -47,10 +66,24 @@ def convert_split(
     lenient: bool,
     crowdhuman_root: Path | None = None,
     progress: bool = True,
+    source_split: str | None = None,
+    half: str | None = None,
 ) -> dict[str, Any]:
-    """Read `<root>/<split>` (+ CrowdHuman train/val for a training split) and write it atomically."""
+    """Read `<root>/<split>` (+ CrowdHuman train/val for a training split) and write it atomically.
+
+    `source_split` reads another folder under `root`; `half` ("train"/"val") keeps that half of
+    each sequence (`take_half`; the images are the source's own files, nothing is copied).
+    """
     issues = Issues(lenient=lenient)
-    sequences = read_split(root, split, benchmark, issues)
+    sequences = read_split(root, source_split or split, benchmark, issues)
+    if half is not None:
+        halves = []
+        for sequence in sequences:
+            try:
+                halves.append(take_half(sequence, half))
+            except DataError as error:
+                issues.report(error)
+        sequences = halves
     if crowdhuman_root is not None:
         # The MOT17 recipe trains on CrowdHuman train and val; either annotation file alone is fine.
         ch_splits = [
@@ -90,7 +123,7 @@ def run(params, out_root: str | Path = CLIPS_DIR, progress: bool = True) -> dict
     root, benchmark = source_of(params)
     crowdhuman = Path(params.dataset.crowdhuman_root) if params.dataset.crowdhuman_root else None
     manifests = {}
-    for split in splits_of(params):
+    for split, (source_split, half) in splits_of(params).items():
         manifests[split] = convert_split(
             root,
             split,
@@ -101,5 +134,7 @@ def run(params, out_root: str | Path = CLIPS_DIR, progress: bool = True) -> dict
             lenient=params.dataset.lenient,
             crowdhuman_root=crowdhuman if split == params.dataset.train_split else None,
             progress=progress,
+            source_split=source_split,
+            half=half,
         )
     return manifests

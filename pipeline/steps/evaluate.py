@@ -1,22 +1,21 @@
 """The evaluate step: tracker results scored with TrackEval: HOTA, CLEAR (MOTA, IDS, ...) and Identity (IDF1).
 
-One entry point, `evaluate_folder(gt_dir, results_dir, benchmark)`, scores our results and any other
-tracker's the same way. Inputs are MOTChallenge layout:
+`evaluate_folder(gt_dir, results_dir, benchmark)` scores ours and any tracker's results the same way,
+in MOTChallenge layout: `gt_dir/<seq>/{seqinfo.ini,gt/gt.txt}` and `results_dir/<seq>.txt`.
 
-    gt_dir/<seq>/seqinfo.ini, gt_dir/<seq>/gt/gt.txt      results_dir/<seq>.txt
-
-Every file is validated first (`pipeline.formats.motchallenge`: errors name file and line; a sequence without a
-result file is an error, not a zero), then staged into TrackEval's own layout in a temporary folder
-and scored by the real `trackeval` package (`MotChallenge2DBox`). Benchmarks differ only in which
-ground truth counts:
+Every file is validated first (`pipeline.formats.motchallenge`, errors name file and line). A sequence
+without results, a gt folder without `seqinfo.ini` and results of a sequence the gt lacks are errors:
+each would silently change what the score covers. Gt is parsed by the converter's own reader under
+the benchmark's rules, staged into TrackEval's layout in a temporary folder and scored by the real
+`trackeval` package (`MotChallenge2DBox`). Benchmarks differ only in which ground truth counts:
 
 - MOT16/17/20: TrackEval's preprocessing as on the MOTChallenge server (tracker boxes matched to
   distractor classes are removed; only class 1 with conf ≠ 0 is scored).
 - DanceTrack, synthetic, custom: only class 1 (pedestrian) rows are ground truth; boxes on anything
-  else count as false positives (conf 0 rows are still ignored).
+  else count as false positives (conf 0 rows are still ignored). DanceTrack and synthetic gt rows
+  must all be class 1, as the converter requires.
 
-Reported values follow the papers: percentages (HOTA, DetA, AssA, ... are means over TrackEval's 19
-localisation thresholds α = 0.05 … 0.95), counts as integers.
+Values as in the papers: percentages (HOTA, DetA, AssA, … means over TrackEval's 19 α), counts as integers.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ import trackeval
 
 from pipeline.data.parquet_io import read_manifest
 from pipeline.data.reader import export_motchallenge_gt, list_sequences
+from pipeline.data.sequences import unresolved_link
 from pipeline.formats import motchallenge as mot
 from pipeline.formats.errors import DataError
 from pipeline.params import Params
@@ -53,17 +53,18 @@ class Benchmark:
     name: str
     trackeval_benchmark: str  # TrackEval's BENCHMARK (selects its distractor classes)
     class_one_only: bool  # ground truth = class 1 rows only (no distractor handling)
+    rules: str  # which gt rows are valid: the converter's benchmark (`motchallenge.BENCHMARKS`)
 
 
 BENCHMARKS: dict[str, Benchmark] = {
     b.name.lower(): b
     for b in (
-        Benchmark("MOT17", "MOT17", class_one_only=False),
-        Benchmark("MOT16", "MOT16", class_one_only=False),
-        Benchmark("MOT20", "MOT20", class_one_only=False),
-        Benchmark("DanceTrack", "MOT17", class_one_only=True),
-        Benchmark("synthetic", "MOT17", class_one_only=True),
-        Benchmark("custom", "MOT17", class_one_only=True),
+        Benchmark("MOT17", "MOT17", class_one_only=False, rules="mot17"),
+        Benchmark("MOT16", "MOT16", class_one_only=False, rules="mot17"),
+        Benchmark("MOT20", "MOT20", class_one_only=False, rules="mot17"),
+        Benchmark("DanceTrack", "MOT17", class_one_only=True, rules="dancetrack"),
+        Benchmark("synthetic", "MOT17", class_one_only=True, rules="synthetic"),
+        Benchmark("custom", "MOT17", class_one_only=True, rules="custom"),
     )
 }
 
@@ -131,12 +132,22 @@ class GroundTruthSequence:
 
 
 def discover_sequences(gt_dir: str | Path, sequences: list[str] | None = None) -> list[GroundTruthSequence]:
-    """The sequences of a MOTChallenge-layout folder: every `<seq>/seqinfo.ini` (or those named)."""
+    """The sequences of a MOTChallenge-layout folder: every sub-folder (or those named).
+
+    Each needs `seqinfo.ini`: a folder without one, or a link that leads nowhere, is a `DataError`
+    (left out, it would silently shrink what the score covers). Plain files and hidden entries
+    are not sequences and are not looked at.
+    """
     gt_dir = Path(gt_dir)
     if not gt_dir.is_dir():
         raise FileNotFoundError(f"{gt_dir}: no such ground-truth folder")
     if sequences is None:
-        names = sorted(p.parent.name for p in gt_dir.glob("*/seqinfo.ini"))
+        names = []
+        for path in sorted(p for p in gt_dir.iterdir() if not p.name.startswith(".")):
+            if path.is_dir():
+                names.append(path.name)
+            elif reason := unresolved_link(path):
+                raise DataError(path, None, "sequence", reason, kind="bad_link")
         if not names:
             raise FileNotFoundError(f"{gt_dir}: no sequences found (expected {gt_dir}/<seq>/seqinfo.ini)")
     else:
@@ -145,6 +156,9 @@ def discover_sequences(gt_dir: str | Path, sequences: list[str] | None = None) -
     for name in names:
         info = mot.read_seqinfo(gt_dir / name / "seqinfo.ini")
         gt_file = gt_dir / name / "gt" / "gt.txt"
+        if not gt_file.is_file() and (gt_file.exists() or gt_file.is_symlink()):
+            # Read as "no labels", a folder or dead link here would turn scoring into a submission.
+            raise DataError(gt_file, None, "gt", "not a readable file", kind="unreadable")
         found.append(GroundTruthSequence(name, info, gt_file if gt_file.is_file() else None))
     return found
 
@@ -162,6 +176,27 @@ def has_labels(sequences: list[GroundTruthSequence]) -> bool:
 
 def result_file(results_dir: str | Path, sequence: str) -> Path:
     return Path(results_dir) / f"{sequence}.txt"
+
+
+def check_no_unknown_results(results_dir: str | Path, sequences: list[GroundTruthSequence], gt_dir) -> None:
+    """A `<seq>.txt` in `results_dir` for a sequence the ground truth lacks is a `DataError`.
+
+    Scoring it is impossible and leaving it out silently would report a score over fewer
+    sequences than the results hold (a misnamed file, the wrong gt folder).
+    """
+    names = {s.name for s in sequences}
+    unknown = sorted(
+        p for p in Path(results_dir).glob("*.txt") if p.stem not in names and not p.name.startswith(".")
+    )
+    if unknown:
+        raise DataError(
+            unknown[0],
+            None,
+            "sequence",
+            f"no sequence {unknown[0].stem!r} in the ground truth {gt_dir} "
+            f"({len(unknown)} such result file(s); has {sorted(names)[:8]}{' …' if len(names) > 8 else ''})",
+            kind="unknown_sequence",
+        )
 
 
 def load_results(results_dir: str | Path, sequences: list[GroundTruthSequence]) -> dict[str, np.ndarray]:
@@ -209,7 +244,7 @@ def _stage(
     """Write validated, normalised copies in TrackEval's layout (so its parser sees clean files)."""
     gt_root, trackers_root = tmp / "gt", tmp / "trackers"
     for seq in sequences:
-        rows = mot.read_gt(seq.gt_file, seq.info.length)
+        rows = mot.read_gt(seq.gt_file, seq.info, benchmark.rules)
         if benchmark.class_one_only:
             rows = rows[rows[:, 7] == 1]
         gt_file = gt_root / seq.name / "gt" / "gt.txt"
@@ -228,13 +263,19 @@ def evaluate_folder(
     benchmark: str = "synthetic",
     sequences: list[str] | None = None,
 ) -> Evaluation:
-    """Score `results_dir/<seq>.txt` against `gt_dir/<seq>/gt/gt.txt` for every sequence of gt_dir."""
+    """Score `results_dir/<seq>.txt` against `gt_dir/<seq>/gt/gt.txt` for every sequence of gt_dir.
+
+    With `sequences` named, other result files are not looked at; without, a result file of a
+    sequence gt_dir lacks is an error.
+    """
     spec = get_benchmark(benchmark)
     gt_sequences = discover_sequences(gt_dir, sequences)
     if not has_labels(gt_sequences):
         raise FileNotFoundError(
             f"{gt_dir}: no ground-truth labels (gt/gt.txt); a test split gets a submission archive instead"
         )
+    if sequences is None:
+        check_no_unknown_results(results_dir, gt_sequences, gt_dir)
     results = load_results(results_dir, gt_sequences)
     tracker_name = "tracker"
     with tempfile.TemporaryDirectory(prefix="motrv3-trackeval-") as tmp_name:

@@ -304,13 +304,20 @@ def settings_from_params(params: Params, checkpoint: str | Path) -> TrackSetting
 
 
 def training_record(checkpoint: str | Path) -> dict[str, Any]:
-    """What the train stage recorded about the run behind `checkpoint` ({} if none): method,
-    Ray Train run and MLflow run id, so evaluations land on that MLflow run."""
+    """What the train stage recorded about the run behind `checkpoint` ({} if none, e.g. an
+    import): method, Ray Train run and MLflow run id, so evaluations land on that MLflow run.
+
+    An official checkpoint not yet imported raises `ForeignCheckpointError` naming `motrv3 import`.
+    """
+    from motrv3.checkpoint import FORMAT, ForeignCheckpointError, foreign_message, torch_load
+
     checkpoint = Path(checkpoint)
     if checkpoint.suffix.lower() == ".onnx" or not checkpoint.is_file():
         return {}
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    record = payload.get("training") if isinstance(payload, dict) else None
+    payload = torch_load(checkpoint, mmap=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ForeignCheckpointError(foreign_message(checkpoint, payload))
+    record = payload.get("training")
     return dict(record) if isinstance(record, dict) else {}
 
 

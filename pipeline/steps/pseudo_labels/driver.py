@@ -29,6 +29,7 @@ from pipeline.data.parquet_io import sha256_file
 from pipeline.data.pseudo_label_store import LABELS_FILE, MANIFEST, PSEUDO_LABEL_SCHEMA, write_pseudo_labels
 from pipeline.data.reader import DatasetReader, FrameIndex
 from pipeline.formats.detections import Detections
+from pipeline.formats.errors import naming_file
 from pipeline.paths import CLIPS_DIR, METRICS_DIR, PSEUDO_LABELS_DIR, atomic_path, write_text_atomic
 from pipeline.steps.pseudo_labels.predictors import default_workers, run_model
 from pipeline.steps.pseudo_labels.sources import (
@@ -156,7 +157,7 @@ def plot_summary(rows: list[dict[str, Any]], path: Path, threshold: float) -> No
     ax_count.set(xlabel="boxes per frame", ylabel="frames", title="boxes per frame")
     ax_score.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
+    with atomic_path(path, suffix=".png") as tmp, naming_file(path):
         fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
 
@@ -203,8 +204,11 @@ def run(
     summary = summarize(rows, threshold)
     out_dir = Path(out_root) / split
     with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
-        write_pseudo_labels(rows, tmp / LABELS_FILE)
+        # A failed write (a full disk) names the final file; atomic_path removes the partial folder.
+        with naming_file(out_dir):
+            tmp.mkdir(parents=True)
+        with naming_file(out_dir / LABELS_FILE):
+            write_pseudo_labels(rows, tmp / LABELS_FILE)
         manifest = {
             "schema": PSEUDO_LABEL_SCHEMA.names,
             "split": split,
@@ -227,11 +231,13 @@ def run(
                 }
             },
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        with naming_file(out_dir / MANIFEST):
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     if summary_path is not None:
-        write_text_atomic(
-            summary_path, json.dumps({"split": split, **summary}, indent=2, sort_keys=True) + "\n"
-        )
+        with naming_file(summary_path):
+            write_text_atomic(
+                summary_path, json.dumps({"split": split, **summary}, indent=2, sort_keys=True) + "\n"
+            )
     if plot_path is not None:
         plot_summary(rows, Path(plot_path), threshold)
     return manifest

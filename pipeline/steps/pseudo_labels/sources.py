@@ -153,6 +153,8 @@ def detfile_source(
         dets, skipped = read_json_db(path, index, spec.key_prefix, spec.det_source)
         notes["skipped_keys"] = skipped
     else:
-        dets = read_motchallenge_dets(path, index, spec.det_file, spec.det_source)
+        skipped: list[str] = []
+        dets = read_motchallenge_dets(path, index, spec.det_file, spec.det_source, skipped)
+        notes["skipped"] = skipped  # every path passed over, named in the manifest
     notes["sha256"] = sha256_file(path) if path.is_file() else None
     return dets, notes

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 import motrv3
-from motrv3.checkpoint import read_checkpoint
+from motrv3.checkpoint import ForeignCheckpointError, read_checkpoint
+from motrv3.official import detect_layout, read_official
 from pipeline.steps.train.distributed import rng_state
 
 STATE_FILE = "state.pt"  # inside a Ray Train checkpoint directory
@@ -22,7 +23,8 @@ def stats_state(stats) -> dict[str, Any]:
 
 
 def load_stats_state(stats, state: dict[str, Any]) -> None:
-    stats.counts = {key: float(value) for key, value in state["counts"].items()}
+    # Counts added since the checkpoint was written start at zero.
+    stats.counts = {**dict.fromkeys(stats.counts, 0.0), **{k: float(v) for k, v in state["counts"].items()}}
     stats.slots = state["slots"].clone()
 
 
@@ -41,16 +43,17 @@ def load_state(directory: Path, map_location: str | torch.device = "cpu") -> dic
 
 
 def load_init_checkpoint(model: torch.nn.Module, path: str) -> bool:
-    """`train.init_checkpoint`: one of ours, or an official Deformable-DETR/MOTR checkpoint (§4.2).
+    """`train.init_checkpoint`: one of ours (an import included), or an official Deformable-DETR /
+    MOTR / MOTRv2 checkpoint (§4.2), its layout read from its keys.
 
     Returns whether it held the backbone's weights; then the backbone stem is frozen, as Deformable
     DETR freezes its pretrained stem (a backbone from another architecture stays as it was).
     """
     try:
         payload = read_checkpoint(path)
-    except ValueError:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-        report = motrv3.import_state_dict(model, raw.get("model", raw), "deformable_detr")
+    except ForeignCheckpointError:
+        state, _, _ = read_official(path)
+        report = motrv3.import_state_dict(model, state, detect_layout(state))
         missing = report.missing
     else:
         missing = model.load_state_dict(payload["model"], strict=False).missing_keys

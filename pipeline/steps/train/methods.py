@@ -51,7 +51,7 @@ def check_inputs(params: Params, method: str, clips_dir: Path, pseudo_labels_dir
             "(run `python -m stages.pseudo_labels`, or --set pld.enabled=false)"
         )
     train = params.train  # workers, epochs ≥ 1: the schema's constraints
-    if train.batch_size % train.workers:
+    if train.workers != "auto" and train.batch_size % train.workers:  # auto: resolved to a divisor
         raise TrainingError(
             f"train.batch_size: {train.batch_size} clips do not split evenly over train.workers={train.workers}"
         )

@@ -21,10 +21,11 @@ from timm.utils import ModelEmaV3
 
 import motrv3
 from motrv3.stats import AssignmentStats
-from pipeline.data.loader import ClipDataset
+from pipeline.data.loader import ClipDataset, clip_stream, step_clips
 from pipeline.params import Params
 from pipeline.runtime import configure_process
 from pipeline.steps.train.checkpoints import (
+    STATE_FILE,
     load_init_checkpoint,
     load_state,
     load_stats_state,
@@ -44,10 +45,21 @@ from pipeline.steps.train.optim import build_optimizer, current_lrs, set_warmup,
 from pipeline.steps.train.telemetry import send
 from pipeline.steps.train.validation import can_validate, validate
 
+# Kept for runs where no test code can patch the worker: a drill of `train.max_failures` on a
+# cluster, and the tests of the `stages.train` command itself (tests/test_console.py).
 FAULT_ENV = "MOTRV3_FAULT_AT_STEP"
 # Progress kept in a checkpoint besides the model/optimiser/schedule; `epoch_terms` holds the
 # rank-averaged losses of the current epoch's steps so far.
 PROGRESS_KEYS = ("epoch", "step", "global_step", "history", "train_seconds", "clips", "epoch_terms")
+
+
+def frozen_record(model: torch.nn.Module, weights_from: str | None) -> dict[str, Any]:
+    """What a run has frozen (kept in its checkpoints) and where its starting weights came from."""
+    return {
+        "parameters": sorted(name for name, p in model.named_parameters() if not p.requires_grad),
+        "stem": model.backbone.stem_frozen,
+        "weights_from": weights_from,
+    }
 
 
 def open_dataset(
@@ -90,20 +102,14 @@ class WorkerLoop:
             params.pld.to_config(),
             params.tgd.to_config(),
         )
-        if self.train_cfg.init_checkpoint and ray.train.get_checkpoint() is None:
-            load_init_checkpoint(model, self.train_cfg.init_checkpoint)
-        if self.rank == 0:  # Deformable DETR's rule: only loaded (pretrained) stems are frozen
-            backbone = model.backbone
-            source = self.model_cfg.pretrained or self.train_cfg.init_checkpoint
-            print(
-                f"[train] backbone {self.model_cfg.backbone}: "
-                + (
-                    f"stem frozen ({', '.join(backbone.stem_names)}; weights from {source})"
-                    if backbone.stem_frozen
-                    else "trained from scratch, no layer frozen"
-                ),
-                flush=True,
-            )
+        # A restored run takes what is frozen from its checkpoint (the init file is not read again):
+        # it decides the optimiser's parameter groups, so it must come before the optimiser.
+        checkpoint = ray.train.get_checkpoint()
+        self.checkpoint_path = None if checkpoint is None else checkpoint.path
+        saved = None if checkpoint is None else self.read_checkpoint(checkpoint)
+        self.frozen = self.start_weights(model) if saved is None else self.restore_frozen(model, saved)
+        if self.rank == 0:
+            self.log_frozen(model, None if saved is None else saved.get("global_step"))
         self.optimizer, self.scheduler = build_optimizer(
             model,
             self.train_cfg.lr,
@@ -134,7 +140,8 @@ class WorkerLoop:
             "clips": 0,
             "epoch_terms": [],
         }
-        self.restore()
+        if saved is not None:
+            self.restore(saved)
         self.datasets: dict[int, ClipDataset] = {}
         self.dataset = self.dataset_for(0)
         self.per_worker = self.train_cfg.batch_size // self.world_size
@@ -164,20 +171,67 @@ class WorkerLoop:
 
     # ---------------------------------------------------------------- checkpoints
 
-    def restore(self) -> None:
-        """Continue from Ray Train's latest checkpoint, if any (a restarted worker group or a resume)."""
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return
-        with checkpoint.as_directory() as directory:
-            saved = load_state(Path(directory))  # CPU; load_state_dict copies onto the device
-        self.module.load_state_dict(saved["model"])
-        if self.ema is not None and saved.get("ema") is not None:
-            self.ema.module.load_state_dict(saved["ema"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        for key in PROGRESS_KEYS:
-            self.state[key] = saved[key]
+    def start_weights(self, model: torch.nn.Module) -> dict[str, Any]:
+        """A new run: load `train.init_checkpoint` (it freezes the stem if it held the backbone)."""
+        if self.train_cfg.init_checkpoint:
+            load_init_checkpoint(model, self.train_cfg.init_checkpoint)
+        sources = [s for s in (self.model_cfg.pretrained, self.train_cfg.init_checkpoint) if s]
+        return frozen_record(model, ", ".join(sources) or None)
+
+    def restore_error(self, reason: str) -> TrainingError:
+        return TrainingError(
+            f"cannot resume training run {self.config.get('run', '')} from its checkpoint "
+            f"{self.checkpoint_path}: {reason}. Run the stage again with --fresh to discard this "
+            "run's checkpoints and start over."
+        )
+
+    def read_checkpoint(self, checkpoint) -> dict[str, Any]:
+        try:
+            with checkpoint.as_directory() as directory:
+                return load_state(Path(directory))  # CPU; load_state_dict copies onto the device
+        except Exception as err:  # noqa: BLE001 - any unreadable checkpoint: say which and what to do
+            raise self.restore_error(f"it cannot be read ({type(err).__name__}: {err})") from err
+
+    def restore_frozen(self, model: torch.nn.Module, saved: dict[str, Any]) -> dict[str, Any]:
+        """Freeze exactly the parameters the checkpointed run had frozen."""
+        record = saved.get("frozen")
+        if record is None:  # written before the record existed: keep the model as built
+            return frozen_record(model, self.model_cfg.pretrained)
+        parameters = dict(model.named_parameters())
+        unknown = sorted(set(record["parameters"]) - set(parameters))
+        if unknown:
+            raise self.restore_error(f"its frozen parameters {unknown[:4]} are not in the configured model")
+        frozen = set(record["parameters"])
+        for name, parameter in parameters.items():
+            parameter.requires_grad_(name not in frozen)
+        model.backbone.stem_frozen = record["stem"]
+        return record
+
+    def log_frozen(self, model: torch.nn.Module, restored_step: int | None) -> None:
+        backbone, source = model.backbone, self.frozen["weights_from"]
+        if backbone.stem_frozen:  # Deformable DETR's rule: only loaded (pretrained) stems are frozen
+            what = f"stem frozen ({', '.join(backbone.stem_names)}; weights from {source})"
+        elif source:
+            what = f"no layer frozen ({source} held no backbone weights)"
+        else:
+            what = "trained from scratch, no layer frozen"
+        if restored_step is not None:
+            what += f"; restored from the checkpoint of global step {restored_step}"
+        print(f"[train] backbone {self.model_cfg.backbone}: {what}", flush=True)
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Continue from Ray Train's latest checkpoint (a restarted worker group or a resume)."""
+        try:
+            self.module.load_state_dict(saved["model"])
+            if self.ema is not None and saved.get("ema") is not None:
+                self.ema.module.load_state_dict(saved["ema"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+            for key in PROGRESS_KEYS:
+                self.state[key] = saved[key]
+        except (KeyError, RuntimeError, ValueError) as err:
+            hint = "" if "frozen" in saved else " (the checkpoint predates the record of frozen layers)"
+            raise self.restore_error(f"{type(err).__name__}: {err}{hint}") from err
         if self.rank == 0 and saved.get("epoch_stats") is not None:
             load_stats_state(self.epoch_stats, saved["epoch_stats"])  # merged partial epoch of every rank
         torch.set_rng_state(saved["rng_torch"])
@@ -190,6 +244,7 @@ class WorkerLoop:
             "ema": None if self.ema is None else self.ema.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "frozen": self.frozen,
             **{key: self.state[key] for key in PROGRESS_KEYS if key not in ("epoch", "step")},
             "epoch": next_epoch,
             "step": next_step,
@@ -205,8 +260,22 @@ class WorkerLoop:
             ray.train.report(metrics, checkpoint=None)
             return
         with tempfile.TemporaryDirectory(prefix="motrv3-ckpt-") as directory:
-            save_state(Path(directory), self.checkpoint_state(next_epoch, next_step, merged_stats))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+            try:
+                save_state(Path(directory), self.checkpoint_state(next_epoch, next_step, merged_stats))
+            except OSError as err:  # disk full: the temp dir (and its partial file) goes with the context
+                file = err.filename or Path(directory) / STATE_FILE
+                raise TrainingError(
+                    f"{file}: cannot write the training checkpoint ({err.strerror or err}); free space "
+                    "there ($TMPDIR) and run the stage again: it resumes from the last checkpoint"
+                ) from err
+            try:
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+            except OSError as err:
+                raise TrainingError(
+                    f"{self.config.get('storage')}: cannot store the training checkpoint of global step "
+                    f"{self.state['global_step']} ({err.strerror or err}); free space there and run the "
+                    "stage again: it resumes from the last checkpoint"
+                ) from err
         send(
             self.queue, {"kind": "checkpoint", "global_step": self.state["global_step"], "epoch": next_epoch}
         )
@@ -230,14 +299,20 @@ class WorkerLoop:
         marker.write_text(f"fault injected before global step {self.state['global_step']}\n")
         raise RuntimeError(f"{FAULT_ENV}: injected fault before global step {self.state['global_step']}")
 
-    def train_step(self, epoch: int, step: int, indices: list[int]) -> tuple[dict[str, float], float]:
-        """One optimiser step over this rank's share of the batch; returns its loss terms and seconds."""
+    def train_step(
+        self, epoch: int, step: int, indices: list[int], clips=None
+    ) -> tuple[dict[str, float], float]:
+        """One optimiser step over this rank's share of the batch; returns its loss terms and seconds.
+
+        `clips`: the epoch's `clip_stream` (its next clips are this step's); None reads them here.
+        """
         started = time.perf_counter()
         seed = step_seed(self.params.seed, epoch, step, self.rank)
         torch.manual_seed(seed)  # dropout and anything else drawing from the global generator
         generator = torch.Generator().manual_seed(seed)  # track-query augmentation
         per_worker = self.per_worker
-        batch = [indices[(step * per_worker + k) % len(indices)] for k in range(per_worker)]
+        batch = step_clips(indices, step, per_worker)
+        loaded = (self.dataset[i] for i in batch) if clips is None else (next(clips) for _ in batch)
         scheduled = self.scheduler.get_last_lr()
         set_warmup(
             self.optimizer, scheduled, warmup_factor(self.state["global_step"], self.train_cfg.warmup_steps)
@@ -247,8 +322,8 @@ class WorkerLoop:
         loss_value = 0.0
         sync = self.wrapped.no_sync() if hasattr(self.wrapped, "no_sync") else contextlib.nullcontext()
         with sync:
-            for index in batch:
-                clip = to_device(self.dataset[index], self.device)
+            for clip in loaded:
+                clip = to_device(clip, self.device)
                 autocast = (
                     torch.autocast(device_type="cuda", dtype=torch.bfloat16)
                     if self.use_bf16
@@ -289,9 +364,20 @@ class WorkerLoop:
         if not indices:
             raise TrainingError(f"{self.config['clips_dir']}: no training clips in epoch {epoch}")
         step_terms: list[dict[str, float]] = list(state["epoch_terms"])
+        # From the restored step on: a resumed epoch reads the clips the interrupted one had next.
+        clips = clip_stream(
+            self.dataset,
+            indices,
+            self.per_worker,
+            state["step"],
+            self.steps_per_epoch,
+            workers=train_cfg.loader_workers,
+            prefetch=train_cfg.loader_prefetch,
+            pin_memory=self.device.type == "cuda",
+        )
         for step in range(state["step"], self.steps_per_epoch):
             self.inject_fault()
-            terms, elapsed = self.train_step(epoch, step, indices)
+            terms, elapsed = self.train_step(epoch, step, indices, clips)
             mean = mean_terms(gather(terms, self.world_size))
             step_terms.append(mean)
             state["global_step"] += 1

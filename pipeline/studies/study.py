@@ -1,0 +1,136 @@
+"""Studies that are not a paper table: rows of overrides on top of every strategy switched off.
+
+The strategies study (issue #24, docs/strategies.md, `make strategies-study`) runs each reading of
+a strategy on its own through the same Ray Tune sweep as Tables 3-5 (`pipeline.studies.sweep`),
+and writes `reports/<name>.{md,csv}` with mean ± std over the seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline import paths
+from pipeline.params import DEFAULT_PARAMS_FILE, Params, switch_overrides
+from pipeline.studies.paper_results import METRICS
+from pipeline.studies.reports import Comparison, write_comparison
+from pipeline.studies.sweep import DEFAULT_RUNNER, SweepError, SweepOutcome, SweepRow, _slug, run_sweep
+
+# The per-epoch statistics a study plots (motrv3.stats): Fig. 2(d)'s early-layer track share and
+# Fig. 6's misalignment, with the tracking counts that tell a reading from a bug.
+DYNAMICS = ("early_track_share", "misaligned_share", "duplicates_per_label", "track_score_present")
+
+# The strategies study (issue #24, docs/strategies.md): each reading of a strategy on its own, from
+# one command (`make strategies-study`). Label → overrides on top of every strategy switched off.
+STRATEGY_STUDY: dict[str, tuple[str, ...]] = {
+    "Base (MOTR)": (),
+    "RFS literal": ("rfs.enabled=true", "rfs.reading=literal"),
+    "RFS keep_identity": ("rfs.enabled=true", "rfs.reading=keep_identity"),
+    "PLD": ("pld.enabled=true", "pld.reading=literal"),
+    "PLD track_aware": ("pld.enabled=true", "pld.reading=track_aware"),
+    "TGD (sum)": ("tgd.enabled=true", "tgd.reduce=sum"),
+    "TGD (mean)": ("tgd.enabled=true", "tgd.reduce=mean"),
+    "TGD (mean, one-way mask)": ("tgd.enabled=true", "tgd.reduce=mean", "tgd.mask=one_way"),
+    "RFS keep_identity + PLD + TGD (mean)": (
+        "rfs.enabled=true", "rfs.reading=keep_identity", "pld.enabled=true", "pld.reading=literal",
+        "tgd.enabled=true", "tgd.reduce=mean",
+    ),
+    "RFS keep_identity + PLD track_aware + TGD (mean)": (
+        "rfs.enabled=true", "rfs.reading=keep_identity", "pld.enabled=true", "pld.reading=track_aware",
+        "tgd.enabled=true", "tgd.reduce=mean",
+    ),
+}  # fmt: skip
+
+
+def parse_row(spec: str) -> SweepRow:
+    """`LABEL=key=value,key=value` (or a label of STRATEGY_STUDY) → a row on top of all strategies off."""
+    label, _, rest = spec.partition("=")
+    label = label.strip()
+    if not rest:
+        if label not in STRATEGY_STUDY:
+            raise SweepError(
+                f"--row {spec!r}: not a study row {sorted(STRATEGY_STUDY)} nor LABEL=key=value,..."
+            )
+        overrides = STRATEGY_STUDY[label]
+    else:
+        overrides = tuple(part.strip() for part in rest.split(",") if part.strip())
+    return SweepRow(label=label, settings={"overrides": " ".join(overrides)},
+                    overrides=(*switch_overrides(False, False, False), *overrides))  # fmt: skip
+
+
+def run_study(
+    name: str,
+    rows: Sequence[SweepRow],
+    params: Params,
+    *,
+    params_file: str | Path = DEFAULT_PARAMS_FILE,
+    base_overrides: Sequence[str] = (),
+    seeds: Sequence[int] | None = None,
+    runner: str = DEFAULT_RUNNER,
+    root: Path | None = None,
+    reports_dir: Path | None = None,
+) -> tuple[SweepOutcome, list[Path]]:
+    """Rows that are not a paper table (e.g. the strategies study): the sweep and reports/<name>.{md,csv}."""
+    root = Path(root or Path.cwd()).resolve()
+    outcome = run_sweep(name, rows, params, params_file=params_file, base_overrides=base_overrides,
+                        seeds=seeds, runner=runner, root=root, parent_tags={"study": name})  # fmt: skip
+    split = params.sweep.split or params.dataset.eval_split
+    seeds_run = sorted({int(t["seed"]) for t in outcome.trials})
+    comparison = Comparison(
+        name=name,
+        title=f"Study {name}: each row's overrides on top of RFS, PLD and TGD off",
+        measured_context=f"{params.dataset.name} {split}, profile {params.profile}, seeds {seeds_run}",
+        columns=("overrides",),
+        metrics=METRICS,
+        measured=outcome.rows,
+        notes=[f"MLflow: parent run `{name}` ({outcome.parent_run_id}) with one child run per trial."],
+    )
+    out_dir = reports_dir or root / paths.REPORTS_DIR
+    written = list(write_comparison(comparison, out_dir))
+    storage = Path(params.sweep.storage_path)
+    rows_dir = (storage if storage.is_absolute() else root / storage) / name / "rows"
+    return outcome, written + dynamics_figure(rows, rows_dir, out_dir / f"{name}_dynamics.png")
+
+
+def row_dynamics(label: str, rows_dir: Path) -> dict[str, list[list[float]]]:
+    """Per statistic of DYNAMICS, one per-epoch series per finished seed of the row (trial outputs)."""
+
+    series: dict[str, list[list[float]]] = {key: [] for key in DYNAMICS}
+    for stats_file in sorted(rows_dir.glob(f"{_slug(label)}-s*/model/assignment_stats.json")):
+        data = json.loads(stats_file.read_text())
+        for key in DYNAMICS:
+            series[key].append([float(epoch.get(f"assign/{key}", float("nan"))) for epoch in data["epochs"]])
+    return series
+
+
+def dynamics_figure(rows: Sequence[SweepRow], rows_dir: Path, path: Path) -> list[Path]:
+    """One panel per statistic: the mean over seeds of each row, per epoch (PNG + CSV beside it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.studies.figures import save_figure
+
+    table = {row.label: row_dynamics(row.label, rows_dir) for row in rows}
+    if not any(series for row in table.values() for series in row.values()):
+        return []
+    fig, axes = plt.subplots(1, len(DYNAMICS), figsize=(4.2 * len(DYNAMICS), 3.4))
+    lines = ["row,statistic,epoch,mean,seeds"]
+    for axis, key in zip(axes, DYNAMICS, strict=True):
+        for label, stats in table.items():
+            runs = stats[key]
+            if not runs:
+                continue
+            epochs = min(len(run) for run in runs)
+            means = [sum(run[e] for run in runs) / len(runs) for e in range(epochs)]
+            axis.plot(range(1, epochs + 1), means, marker="o", label=label)
+            lines += [f'"{label}",{key},{e + 1},{m:.4f},{len(runs)}' for e, m in enumerate(means)]
+        axis.set_title(key.replace("_", " "))
+        axis.set_xlabel("epoch")
+    axes[0].legend(fontsize=7)
+    written = [save_figure(fig, path)]
+    csv_path = path.with_suffix(".csv")
+    paths.write_text_atomic(csv_path, "\n".join(lines) + "\n")
+    return [*written, csv_path]
