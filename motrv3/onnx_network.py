@@ -46,10 +46,32 @@ class OnnxFrameOutput(FrameOutput):
     query_boxes: np.ndarray | None = None  # [M+K, 4]
 
 
-class OnnxFrameNetwork:
-    """An exported .onnx file behind the `MOTR` calls of `motrv3.Tracker` (CPU execution provider).
+def onnx_providers(device: str = "auto") -> list[str]:
+    """onnxruntime execution providers for `device`: "auto" → CUDA then CPU when this onnxruntime
+    has the CUDA provider (`onnxruntime-gpu`), else CPU; "cpu" → CPU; "cuda[:N]" → CUDA (an error
+    when it is not available)."""
+    import onnxruntime
 
-    `threads`: onnxruntime intra-op threads (None: its default, every core).
+    available = onnxruntime.get_available_providers()
+    has_cuda = "CUDAExecutionProvider" in available
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device.startswith("cuda") and not has_cuda:
+        raise RuntimeError(
+            f"device {device!r}: this onnxruntime has no CUDAExecutionProvider (providers: "
+            f"{', '.join(available)}); install onnxruntime-gpu"
+        )
+    if device != "auto" and not device.startswith("cuda"):
+        raise ValueError(f"device {device!r}: expected auto, cpu or cuda[:N]")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if has_cuda else ["CPUExecutionProvider"]
+
+
+class OnnxFrameNetwork:
+    """An exported .onnx file behind the `MOTR` calls of `motrv3.Tracker`.
+
+    `threads`: onnxruntime intra-op threads (None: its default, every core). `providers`: the
+    session's execution providers (default: CPU); `provider` is the one that runs, onnxruntime
+    falling back to CPU when a requested provider cannot load (e.g. no CUDA driver).
     """
 
     def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None):
@@ -65,6 +87,7 @@ class OnnxFrameNetwork:
         self.session = onnxruntime.InferenceSession(
             str(self.path), options, providers=providers or ["CPUExecutionProvider"]
         )
+        self.provider: str = self.session.get_providers()[0]
         metadata = self.session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in metadata:
             raise ValueError(
@@ -150,7 +173,11 @@ class OnnxFrameNetwork:
         )
 
 
-def load_onnx(path: str | Path, threads: int | None = None) -> tuple[OnnxFrameNetwork, dict]:
-    """(network, config) of an exported file: the counterpart of `motrv3.load_checkpoint`."""
-    network = OnnxFrameNetwork(path, threads=threads)
+def load_onnx(
+    path: str | Path, threads: int | None = None, device: str = "cpu"
+) -> tuple[OnnxFrameNetwork, dict]:
+    """(network, config) of an exported file: the counterpart of `motrv3.load_checkpoint`.
+
+    `device`: "cpu" (default), "auto" (CUDA when onnxruntime has it) or "cuda" (`onnx_providers`)."""
+    network = OnnxFrameNetwork(path, threads=threads, providers=onnx_providers(device))
     return network, network.config

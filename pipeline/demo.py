@@ -1,28 +1,38 @@
 """`motrv3 track VIDEO_OR_FRAME_DIR --checkpoint CKPT`: an annotated video and the MOTChallenge txt.
 
-Input: a video file OpenCV can read, a folder of frames (sorted by name), or a MOTChallenge sequence
-folder (`img1/` + `seqinfo.ini`, whose frame rate is used), or a split folder of such sequences
-(each tracked from a fresh state by one model). Output in `--out`: `<name>.mp4` (mp4v; boxes,
-identities and the trail of each identity's recent centres; `--no-video`: none) and `<name>.txt`
-(`frame,id,x,y,w,h,score,-1,-1,-1`, pixels of the input). Runs on CPU when no GPU is present.
+Input: a video file OpenCV can read, a folder of frames (sorted by name), a MOTChallenge sequence
+folder (`img1/` + `seqinfo.ini`, whose frame rate is used), a split folder of such sequences
+(each tracked from a fresh state by one model), a camera index (`0`) or a stream URL (`rtsp://`,
+`http://`; until its end, `--max-frames` or Ctrl-C). Output in `--out`: the video drawn with
+supervision's annotators (boxes, identities, the trail of each identity's recent centres; H.264
+`.mp4` or VP9 `.webm`, which browsers play, else mp4v `.mp4`; `--no-video`: none) and `<name>.txt`
+(`frame,id,x,y,w,h,score,-1,-1,-1`, pixels of the input). Device: CUDA when present (`--bf16`:
+bfloat16 autocast there), else CPU; an .onnx runs on onnxruntime's CUDA provider when it has one.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
+import itertools
+import logging
+import re
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import cv2
 import numpy as np
+import torch
 from tqdm import tqdm
 
 import motrv3
 from motrv3.config import TrackingConfig, from_dict
 from pipeline.data.images import decode_image
-from pipeline.drawing import Annotator
+from pipeline.drawing import CODECS, Annotator, VideoOutput
 from pipeline.formats.motchallenge import read_seqinfo, write_results
 from pipeline.params import DataParams
 from pipeline.runtime import configure_process, resolve_device
@@ -30,16 +40,43 @@ from pipeline.steps.track import run_online, warm_up
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 DEFAULT_FPS = 25.0
+log = logging.getLogger(__name__)
+
+
+def parse_source(source: str | Path) -> int | str | Path:
+    """A camera index (`0`, `1`: digits), a stream URL (`rtsp://`, `http://`, any `scheme://` that
+    OpenCV's FFmpeg opens), else a path."""
+    text = str(source)
+    if text.isdigit():
+        return int(text)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        return text
+    return Path(source)
 
 
 class FrameSource:
-    """Frames of a video or an image folder as (1-based frame number, RGB uint8) pairs."""
+    """Frames of a video, an image folder, a camera or a stream as (1-based number, RGB uint8) pairs.
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    A camera or stream is opened once and read on across iterations (a frame taken by one is not
+    seen again); `max_frames` caps every iteration; `stop` (a `threading.Event`, set by Ctrl-C)
+    ends one after the current frame."""
+
+    def __init__(self, path: str | Path, max_frames: int | None = None, stop: threading.Event | None = None):
+        target = parse_source(path)
+        self.path = Path(str(path))
         self.fps = DEFAULT_FPS
         self.files: list[Path] | None = None
-        if self.path.is_dir():
+        self.capture: cv2.VideoCapture | None = None
+        self.max_frames, self.stop = max_frames, stop
+        if not isinstance(target, Path):
+            self.live_name = f"camera{target}" if isinstance(target, int) else _stream_name(target)
+            self.capture = cv2.VideoCapture(target)
+            if not self.capture.isOpened():
+                raise ValueError(f"{path}: OpenCV cannot open this camera or stream")
+            fps = self.capture.get(cv2.CAP_PROP_FPS)
+            self.fps = fps if fps and 0 < fps < 1000 else DEFAULT_FPS
+            self.length: int | None = max_frames
+        elif self.path.is_dir():
             folder = self.path
             if (self.path / "seqinfo.ini").is_file():
                 info = read_seqinfo(self.path / "seqinfo.ini")
@@ -48,7 +85,7 @@ class FrameSource:
             self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not self.files:
                 raise FileNotFoundError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            self.length: int | None = len(self.files)
+            self.length = _capped(len(self.files), max_frames)
         elif self.path.is_file():
             capture = cv2.VideoCapture(str(self.path))
             if not capture.isOpened():
@@ -56,35 +93,81 @@ class FrameSource:
             fps = capture.get(cv2.CAP_PROP_FPS)
             self.fps = fps if fps and fps > 0 else DEFAULT_FPS
             count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-            self.length = count if count > 0 else None
+            self.length = _capped(count, max_frames) if count > 0 else max_frames
             capture.release()
         else:
             raise FileNotFoundError(f"{self.path}: no such video or frame folder")
 
     @property
     def name(self) -> str:
+        if self.capture is not None:
+            return self.live_name
         return self.path.stem if self.path.is_file() else self.path.name
 
+    def close(self) -> None:
+        if self.capture is not None:
+            self.capture.release()
+
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        images = self._images()
+        if self.max_frames is not None:
+            images = itertools.islice(images, self.max_frames)
+        for number, image in enumerate(images, start=1):
+            yield number, image
+            if self.stop is not None and self.stop.is_set():
+                return
+
+    def _images(self) -> Iterator[np.ndarray]:
         if self.files is not None:
-            for number, file in enumerate(self.files, start=1):
+            for file in self.files:
                 try:
-                    image = decode_image(file.read_bytes())
+                    yield decode_image(file.read_bytes())
                 except ValueError:
                     raise ValueError(f"{file}: cannot decode the image") from None
-                yield number, image
             return
-        capture = cv2.VideoCapture(str(self.path))
+        capture = self.capture or cv2.VideoCapture(str(self.path))
         try:
-            number = 0
             while True:
                 ok, image = capture.read()
-                if not ok:
+                if not ok:  # end of the file or stream (or a stream that stopped answering)
                     break
-                number += 1
-                yield number, cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+                yield cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         finally:
-            capture.release()
+            if capture is not self.capture:
+                capture.release()
+
+
+def _capped(count: int, max_frames: int | None) -> int:
+    return count if max_frames is None else min(count, max_frames)
+
+
+def _stream_name(url: str) -> str:
+    """An output name for a stream URL: its path's last part, else its host (`rtsp://h/live/cam1` → cam1)."""
+    parsed = urlparse(url)
+    name = Path(parsed.path).stem or parsed.hostname or "stream"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "stream"
+
+
+@contextlib.contextmanager
+def stop_on_interrupt() -> Iterator[threading.Event]:
+    """An event that a first Ctrl-C sets (the run stops after the current frame and keeps what it
+    has); a second one interrupts as usual. Only in the main thread, elsewhere the event stays unset."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        log.warning("Ctrl-C: stopping after this frame (again to abort)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def tracking_settings(config: dict, size: int | None, max_size: int | None):
@@ -107,28 +190,61 @@ def sequence_folders(path: str | Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and (p / "seqinfo.ini").is_file())
 
 
+class Bf16Autocast:
+    """A per-frame network whose calls run under bfloat16 `torch.autocast` on `device_type`; the
+    logits and boxes it returns are float32 again (bfloat16 pixels would be 8 apart past 1024)."""
+
+    def __init__(self, network, device_type: str = "cuda"):
+        self.network, self.device_type = network, device_type
+
+    def __getattr__(self, name: str):
+        return getattr(self.network, name)
+
+    def forward_frame(self, image, tracks=None):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            out = self.network.forward_frame(image, tracks)
+        out.logits, out.boxes = out.logits.float(), out.boxes.float()
+        return out
+
+    def next_tracks(self, *args, **kwargs):  # the query interaction runs here for a torch model
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.network.next_tracks(*args, **kwargs)
+
+
 def load_tracker(
     checkpoint: str | Path,
     device: str = "auto",
     size: int | None = None,
     max_size: int | None = None,
     backend: str = "auto",
+    bf16: bool = False,
 ):
-    """(tracker, device label) of a checkpoint: ours (trained or `motrv3 import`ed) or an .onnx export."""
+    """(tracker, device label) of a checkpoint: ours (trained or `motrv3 import`ed) or an .onnx export.
+
+    device: auto (CUDA when present), cpu or cuda[:N]; for an .onnx, onnxruntime's CUDA provider
+    when it has one (`onnxruntime-gpu`), else its CPU one. bf16: bfloat16 autocast, CUDA only."""
     if backend == "auto":
         backend = "onnxruntime" if Path(checkpoint).suffix.lower() == ".onnx" else "torch"
     if backend == "onnxruntime":
-        import torch
-
-        model, config = motrv3.load_onnx(checkpoint, threads=torch.get_num_threads())
-        device = "cpu"
+        if bf16:
+            raise ValueError("--bf16 is for the torch backend (an .onnx runs as exported, float32)")
+        model, config = motrv3.load_onnx(checkpoint, threads=torch.get_num_threads(), device=device)
+        log.info("onnxruntime runs %s with its %s", checkpoint, model.provider)
+        provider = model.provider.removesuffix("ExecutionProvider").lower()
+        label, device = f"{provider} (onnxruntime)", "cpu"  # the torch side (resizing) stays on CPU
     else:
-        model, config = motrv3.load_checkpoint(checkpoint)
         device = resolve_device(device)
+        if bf16 and not device.startswith("cuda"):
+            raise ValueError(f"--bf16 needs a CUDA device, got {device!r} (on CPU float32 is the fast path)")
+        model, config = motrv3.load_checkpoint(checkpoint)
         model = model.to(device).eval()
+        label = f"{device} (bf16 autocast)" if bf16 else device
+        log.info("torch runs %s on %s", checkpoint, label)
     tracking, size, max_size = tracking_settings(config, size, max_size)
-    label = device if backend == "torch" else f"{device} (onnxruntime)"
-    return motrv3.Tracker(model, tracking, size, max_size, device), label
+    tracker = motrv3.Tracker(model, tracking, size, max_size, device)
+    if bf16:
+        tracker.model = Bf16Autocast(tracker.model, "cuda")
+    return tracker, label
 
 
 def run_demo(
@@ -144,62 +260,57 @@ def run_demo(
     backend: str = "auto",
     video: bool = True,
     tracker=None,
+    bf16: bool = False,
+    codec: str = "auto",
+    max_frames: int | None = None,
+    stop: threading.Event | None = None,
 ) -> dict:
-    """Track `source` and write `<out>/<name>.mp4` (unless not `video`) and `<out>/<name>.txt`;
+    """Track `source` and write `<out>/<name>.<mp4|webm>` (unless not `video`) and `<out>/<name>.txt`;
     returns paths and speed.
 
-    backend: "torch", "onnxruntime" (an exported .onnx, docs/export.md, on CPU), or "auto" (by
-    the checkpoint's suffix). `tracker`: a `load_tracker` result to reuse (a split's sequences)."""
-    frames = FrameSource(source)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    configure_process(threads)
-    tracker, device = tracker or load_tracker(checkpoint, device, size, max_size, backend)
-    # FPS is the steady-state rate: the first step's one-time cost is measured and reported apart.
-    frame_iter = iter(frames)
-    first = next(frame_iter, None)
-    frame_iter.close()
-    if first is None:
-        raise ValueError(f"{source}: no frames")
-    warmup_seconds = warm_up(tracker, first[1])
-
-    video_path, txt_path = out_dir / f"{frames.name}.mp4", out_dir / f"{frames.name}.txt"
-    # OpenCV picks the container from the extension, so the temporary file keeps ".mp4".
-    partial = out_dir / f".{frames.name}.partial.mp4"
-    annotator = Annotator(trail)
-    state: dict = {"writer": None}
-    bar = tqdm(total=frames.length, desc=frames.name, unit="frame", disable=not progress)
-
-    def write_frame(frame: int, image: np.ndarray, tracks) -> None:
-        if not video:
-            bar.update()
-            return
-        canvas = annotator.draw(image, tracks)
-        if state["writer"] is None:
-            height, width = canvas.shape[:2]
-            writer = cv2.VideoWriter(
-                str(partial), cv2.VideoWriter_fourcc(*"mp4v"), frames.fps, (width, height)
-            )
-            if not writer.isOpened():
-                raise RuntimeError(f"{partial}: OpenCV cannot write an mp4v video here")
-            state["writer"] = writer
-        state["writer"].write(canvas)
-        bar.update()
-
+    backend: "torch", "onnxruntime" (an exported .onnx, docs/export.md), or "auto" (by the
+    checkpoint's suffix). `tracker`: a `load_tracker` result to reuse (a split's sequences).
+    codec: "auto" (H.264, else VP9, else mp4v: `pipeline.drawing.VideoOutput`) or one of `CODECS`.
+    `max_frames`: at most that many tracked frames; `stop`: an event that ends the run early."""
+    frames = FrameSource(source, max_frames=max_frames, stop=stop)
     try:
-        rows, count, model_seconds, total = run_online(tracker, frames, write_frame)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        configure_process(threads)
+        tracker, device = tracker or load_tracker(checkpoint, device, size, max_size, backend, bf16)
+        # FPS is the steady-state rate: the first step's one-time cost is measured and reported apart
+        # (a camera or stream's first frame goes to this warm-up only).
+        frame_iter = iter(frames)
+        first = next(frame_iter, None)
+        frame_iter.close()
+        if first is None:
+            raise ValueError(f"{source}: no frames")
+        warmup_seconds = warm_up(tracker, first[1])
+        txt_path = out_dir / f"{frames.name}.txt"
+        height, width = first[1].shape[:2]
+        sink = VideoOutput(out_dir, frames.name, frames.fps, width, height, codec) if video else None
+        annotator = Annotator(trail)
+        bar = tqdm(total=frames.length, desc=frames.name, unit="frame", disable=not progress)
+
+        def write_frame(frame: int, image: np.ndarray, tracks) -> None:
+            if sink is not None:
+                sink.write(annotator.draw(image, tracks))
+            bar.update()
+
+        count = 0
+        try:
+            rows, count, model_seconds, total = run_online(tracker, frames, write_frame)
+        finally:
+            bar.close()
+            video_path = sink.close(keep=count > 0) if sink is not None else None
     finally:
-        bar.close()
-        if state["writer"] is not None:
-            state["writer"].release()
+        frames.close()
     if count == 0:
-        partial.unlink(missing_ok=True)
         raise ValueError(f"{source}: no frames")
-    if video:
-        os.replace(partial, video_path)
     write_results(txt_path, rows)
     return {
-        "video": str(video_path) if video else None,
+        "video": str(video_path) if video_path else None,
+        "codec": sink.codec if sink is not None else None,
         "results": str(txt_path),
         "frames": count,
         "fps": count / model_seconds if model_seconds > 0 else 0.0,
@@ -213,8 +324,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="motrv3 track", description=__doc__.splitlines()[0])
     parser.add_argument(
         "source",
-        help="video file, folder of frames, MOTChallenge sequence folder, or a split folder of sequences "
-        "(one <seq>.txt each: `motrv3 evaluate --gt SPLIT --results OUT` scores them)",
+        help="video file, folder of frames, MOTChallenge sequence folder, a split folder of sequences "
+        "(one <seq>.txt each: `motrv3 evaluate --gt SPLIT --results OUT` scores them), a camera index "
+        "(0, 1, ...) or a stream URL (rtsp://..., http://...)",
     )
     parser.add_argument(
         "--checkpoint",
@@ -229,7 +341,13 @@ def main(argv: list[str] | None = None) -> None:
         help="auto: onnxruntime for a .onnx checkpoint, else torch (default: %(default)s)",
     )
     parser.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: %(default)s)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when present, for an .onnx onnxruntime's CUDA provider when it has one), cpu "
+        "or cuda[:N] (default: %(default)s)",
+    )
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA, torch backend only)")
     parser.add_argument(
         "--size", type=int, help="shorter image side at test time (default: the checkpoint's)"
     )
@@ -239,37 +357,64 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: up to 4)")
     parser.add_argument("--no-video", action="store_true", help="only the MOTChallenge txt, no video")
+    parser.add_argument(
+        "--codec",
+        choices=("auto", *CODECS),
+        default="auto",
+        help="video codec; auto: avc1 (H.264 .mp4), else vp9 (.webm), both play in browsers, else mp4v "
+        "(.mp4, may not) (default: %(default)s)",
+    )
+    parser.add_argument("--max-frames", type=int, help="stop after N frames (e.g. of a camera)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.max_frames is not None and args.max_frames < 1:
+        parser.error("--max-frames must be at least 1")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     options = dict(
-        trail=args.trail, threads=args.threads, progress=not args.no_progress, video=not args.no_video
+        trail=args.trail,
+        threads=args.threads,
+        progress=not args.no_progress,
+        video=not args.no_video,
+        codec=args.codec,
+        max_frames=args.max_frames,
     )
-    sources = sequence_folders(args.source) or [Path(args.source)]
+    sources = sequence_folders(args.source) or [args.source]
     try:
         tracker = None
         if len(sources) > 1:  # a split: one model for every sequence
             configure_process(args.threads)
-            tracker = load_tracker(args.checkpoint, args.device, args.size, args.max_size, args.backend)
-        for source in sources:
-            summary = run_demo(
-                source,
-                args.checkpoint,
-                args.out,
-                device=args.device,
-                size=args.size,
-                max_size=args.max_size,
-                backend=args.backend,
-                tracker=tracker,
-                **options,
+            tracker = load_tracker(
+                args.checkpoint, args.device, args.size, args.max_size, args.backend, args.bf16
             )
-            video = f"\nvideo:   {summary['video']}" if summary["video"] else ""
-            print(
-                f"{summary['frames']} frames, {summary['fps']:.2f} FPS ({summary['fps_with_io']:.2f} with "
-                f"reading) on {summary['device']}, after a {summary['warmup_seconds']:.1f} s first-frame "
-                f"warm-up (not counted){video}\nresults: {summary['results']}"
-            )
+        with stop_on_interrupt() as stop:
+            for source in sources:
+                if stop.is_set():
+                    break
+                summary = run_demo(
+                    source,
+                    args.checkpoint,
+                    args.out,
+                    device=args.device,
+                    size=args.size,
+                    max_size=args.max_size,
+                    backend=args.backend,
+                    tracker=tracker,
+                    bf16=args.bf16,
+                    stop=stop,
+                    **options,
+                )
+                _print_summary(summary)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         sys.exit(f"error: {error}")
+
+
+def _print_summary(summary: dict) -> None:
+    video = f"\nvideo:   {summary['video']}" if summary["video"] else ""
+    print(
+        f"{summary['frames']} frames, {summary['fps']:.2f} FPS ({summary['fps_with_io']:.2f} with "
+        f"reading) on {summary['device']}, after a {summary['warmup_seconds']:.1f} s first-frame "
+        f"warm-up (not counted){video}\nresults: {summary['results']}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,48 +1,128 @@
-"""Drawing tracks on frames: boxes, identities and the trail of each identity's recent centres."""
+"""Tracks drawn with `supervision`'s annotators (boxes, identities, the trail of each identity's
+recent centres) and written with its `VideoSink` in a codec browsers play when OpenCV has one."""
 
 from __future__ import annotations
 
-import colorsys
-from collections import defaultdict, deque
+import contextlib
+import logging
+import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
 import numpy as np
+import supervision as sv
+
+log = logging.getLogger(__name__)
+
+# codec → (OpenCV fourcc, file suffix). Browsers play H.264 mp4 and VP9/VP8 WebM, not MPEG-4 Part 2.
+CODECS: dict[str, tuple[str, str]] = {
+    "avc1": ("avc1", ".mp4"),
+    "vp9": ("VP90", ".webm"),
+    "vp8": ("VP80", ".webm"),
+    "mp4v": ("mp4v", ".mp4"),
+}
+BROWSER_CODECS = ("avc1", "vp9", "vp8")
+AUTO_CODECS = ("avc1", "vp9", "mp4v")  # OpenCV's pip wheels have no H.264 encoder: VP9 there
+_unavailable: set[str] = set()  # codecs this process found OpenCV cannot write: not tried again
 
 
-def identity_color(track_id: int) -> tuple[int, int, int]:
-    """A stable, well-spread BGR colour per identity (golden-ratio hue steps)."""
-    hue = (track_id * 0.618033988749895) % 1.0
-    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
-    return int(b * 255), int(g * 255), int(r * 255)
+@contextlib.contextmanager
+def _quiet_opencv():
+    """OpenCV's own error lines off while a codec is tried (FFmpeg may still print a line or two)."""
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+
+
+def to_detections(tracks) -> sv.Detections:
+    """`motrv3.Track`s (track_id, box x1 y1 x2 y2 pixels, score) as supervision detections."""
+    tracks = list(tracks)
+    return sv.Detections(
+        xyxy=np.asarray([t.box for t in tracks], dtype=np.float32).reshape(-1, 4),
+        confidence=np.asarray([t.score for t in tracks], dtype=np.float32),
+        class_id=np.zeros(len(tracks), dtype=int),
+        tracker_id=np.asarray([t.track_id for t in tracks], dtype=int),
+    )
 
 
 class Annotator:
-    """Draws boxes, identities and trails; keeps each identity's last `trail` centres."""
+    """Draws boxes, identities and trails (the last `trail` centres of each identity), one colour per
+    identity; sized from the first frame. `draw` takes RGB and returns a BGR frame for the sink."""
 
     def __init__(self, trail: int = 30):
-        self.trails: dict[int, deque] = defaultdict(lambda: deque(maxlen=max(1, trail)))
+        self.trail = max(1, trail)
+        self.annotators: tuple | None = None
+
+    def _build(self, shape: tuple[int, ...]) -> tuple:
+        thickness = max(1, round(min(shape[:2]) / 300))
+        lookup = sv.ColorLookup.TRACK
+        return (
+            sv.TraceAnnotator(trace_length=self.trail, thickness=thickness, color_lookup=lookup),
+            sv.BoxAnnotator(thickness=thickness, color_lookup=lookup),
+            sv.LabelAnnotator(
+                color_lookup=lookup, text_scale=0.4 * thickness, text_thickness=thickness, text_padding=2
+            ),
+        )
 
     def draw(self, image_rgb: np.ndarray, tracks) -> np.ndarray:
         canvas = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
-        thickness = max(1, round(min(canvas.shape[:2]) / 300))
-        for track in tracks:
-            x1, y1, x2, y2 = (int(round(float(v))) for v in track.box)
-            color = identity_color(int(track.track_id))
-            self.trails[int(track.track_id)].append(((x1 + x2) // 2, (y1 + y2) // 2))
-            points = np.asarray(self.trails[int(track.track_id)], dtype=np.int32).reshape(-1, 1, 2)
-            if len(points) > 1:
-                cv2.polylines(canvas, [points], False, color, thickness)
-            cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
-            label = str(int(track.track_id))
-            scale = 0.4 * thickness
-            (w, h), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-            top = max(0, y1 - h - base - 2)
-            cv2.rectangle(canvas, (x1, top), (x1 + w + 2, top + h + base + 2), color, -1)
-            cv2.putText(
-                canvas, label, (x1 + 1, top + h + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness
-            )
+        self.annotators = self.annotators or self._build(canvas.shape)
+        trace, box, label = self.annotators
+        detections = to_detections(tracks)
+        canvas = trace.annotate(canvas, detections)  # updates the trails even with no detection
+        if len(detections):
+            canvas = box.annotate(canvas, detections)
+            canvas = label.annotate(canvas, detections, labels=[str(i) for i in detections.tracker_id])
         return canvas
+
+
+class VideoOutput:
+    """An annotated video written through `sv.VideoSink` to `<dir>/.<name>.partial<suffix>` and moved
+    to `<dir>/<name><suffix>` by `close()`. codec "auto": the first of H.264 mp4, VP9 WebM, mp4v mp4
+    that this OpenCV can write (mp4v: logged as a file browsers may not play)."""
+
+    def __init__(self, out_dir: Path, name: str, fps: float, width: int, height: int, codec: str = "auto"):
+        candidates = AUTO_CODECS if codec == "auto" else (codec,)
+        self.stack = contextlib.ExitStack()
+        for choice in candidates:
+            if codec == "auto" and choice in _unavailable:
+                continue
+            fourcc, suffix = CODECS[choice]
+            partial = Path(out_dir) / f".{name}.partial{suffix}"
+            sink = sv.VideoSink(str(partial), sv.VideoInfo(width, height, fps), codec=fourcc)
+            try:
+                with _quiet_opencv():
+                    self.sink = self.stack.enter_context(sink)
+            except RuntimeError:
+                partial.unlink(missing_ok=True)
+                _unavailable.add(choice)
+                log.info("no %s encoder in this OpenCV build; trying the next codec", choice)
+                continue
+            self.codec, self.partial, self.path = choice, partial, Path(out_dir) / f"{name}{suffix}"
+            break
+        else:
+            raise RuntimeError(f"OpenCV cannot write a {' / '.join(candidates)} video here")
+        if self.codec in BROWSER_CODECS:
+            log.info("writing %s (%s)", self.path, self.codec)
+        else:
+            why = "no H.264/VP9 encoder in this OpenCV" if codec == "auto" else "--codec mp4v"
+            log.warning("writing %s with mp4v (%s): the file may not play in browsers", self.path, why)
+
+    def write(self, frame_bgr: np.ndarray) -> None:
+        self.sink.write_frame(frame_bgr)
+
+    def close(self, keep: bool = True) -> Path:
+        """Finish the file; `keep`: move it into place, else delete it. Returns the final path."""
+        self.stack.close()
+        if keep:
+            os.replace(self.partial, self.path)
+        else:
+            self.partial.unlink(missing_ok=True)
+        return self.path
 
 
 def rows_to_tracks(rows: np.ndarray) -> list:

@@ -21,7 +21,15 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from motrv3.config import LossConfig, ModelConfig, PLDConfig, RFSConfig, TGDConfig, TrackingConfig
+from motrv3.config import (
+    LossConfig,
+    ModelConfig,
+    MOTRv3Config,
+    PLDConfig,
+    RFSConfig,
+    TGDConfig,
+    TrackingConfig,
+)
 from pipeline.params_overrides import ParamsError, deep_merge, parse_override  # re-exported
 from pipeline.params_overrides import format_errors as _format_errors
 
@@ -317,6 +325,11 @@ class Params(BaseModel):
     def as_dict(self) -> dict[str, Any]:
         """The effective values, without the profile table (for logging and checkpoints)."""
         return self.model_dump(mode="json", exclude={"profiles"})
+
+    def library_config(self) -> MOTRv3Config:
+        """The model library's config of these params: what `motrv3.build` composes from."""
+        sections = ("model", "loss", "tracking", "rfs", "pld", "tgd")
+        return MOTRv3Config(**{name: getattr(self, name).to_config() for name in sections})
 
 
 # The ablations' baseline (Table 3 row 1, the `motr` method): MOTR with anchor queries, i.e. the

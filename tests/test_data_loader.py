@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data.loader import ClipDataset, epoch_clip_specs
+from pipeline.data.loader import ClipDataset, clip_stream, epoch_clip_specs, step_clips
 from pipeline.data.pseudo_label_store import write_pseudo_labels
 from pipeline.data.transforms import ClipPlan, apply_boxes, resized_shape
 from pipeline.params import DataParams
@@ -169,3 +169,35 @@ def test_pseudo_labels_join_by_sequence_and_frame(dataset, tmp_path):
     ].tolist() == pytest.approx([0.9])
     assert second["pseudo_boxes"].tolist() == [[0.75, 0.75, 0.5, 0.5]]
     assert third["pseudo_boxes"].shape == (0, 4)
+
+
+def _same_clips(left, right) -> bool:
+    return (
+        len(left) == len(right)
+        and all(
+            a["meta"] == b["meta"] and torch.equal(a["images"], b["images"])
+            for a, b in zip(left, right, strict=True)
+        )
+        and all(
+            torch.equal(x[key], y[key])
+            for a, b in zip(left, right, strict=True)
+            for x, y in zip(a["targets"], b["targets"], strict=True)
+            for key in x
+        )
+    )
+
+
+def test_loader_workers_give_the_in_process_clips_and_resume_at_the_step(dataset):
+    clips = ClipDataset(dataset / "clips", DATA, seed=4)
+    clips.set_epoch(1)
+    indices, per_step, steps = clips.shard(0, 1), 2, 5
+    in_process = list(clip_stream(clips, indices, per_step, 0, steps))
+    expected = [clips[i] for step in range(steps) for i in step_clips(indices, step, per_step)]
+    assert _same_clips(in_process, expected)
+    # Two loader processes (prefetch 2): the same clips in the same order.
+    assert _same_clips(
+        list(clip_stream(clips, indices, per_step, 0, steps, workers=2, prefetch=2)), in_process
+    )
+    # A run resumed at step 3 reads the clips the uninterrupted run read from step 3 on.
+    resumed = list(clip_stream(clips, indices, per_step, 3, steps, workers=2))
+    assert _same_clips(resumed, in_process[3 * per_step :])

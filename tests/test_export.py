@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime")
 from motrv3.config import TrackingConfig  # noqa: E402
 from motrv3.export import ExportMSDeformAttn, _LevelShapes, export_onnx  # noqa: E402
 from motrv3.model import MOTR  # noqa: E402
-from motrv3.onnx_network import OnnxFrameNetwork, load_onnx  # noqa: E402
+from motrv3.onnx_network import OnnxFrameNetwork, load_onnx, onnx_providers  # noqa: E402
 from motrv3.ops import MSDeformAttn  # noqa: E402
 from motrv3.tracker import Tracker  # noqa: E402
 from tests.model_configs import tiny_config  # noqa: E402
@@ -163,9 +163,27 @@ def test_a_file_that_is_not_a_motrv3_export_is_refused(tmp_path):
         OnnxFrameNetwork(tmp_path / "missing.onnx")
 
 
+@pytest.mark.parametrize("has_cuda", [False, True])
+def test_execution_providers_follow_the_device(monkeypatch, has_cuda):
+    import onnxruntime
+
+    available = ["CUDAExecutionProvider"] * has_cuda + ["CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: available)
+    assert onnx_providers("auto") == available  # CUDA first when onnxruntime-gpu has it
+    assert onnx_providers("cpu") == ["CPUExecutionProvider"]
+    if has_cuda:
+        assert onnx_providers("cuda:0") == available
+    else:
+        with pytest.raises(RuntimeError, match="no CUDAExecutionProvider"):
+            onnx_providers("cuda")
+    with pytest.raises(ValueError, match="expected auto, cpu or cuda"):
+        onnx_providers("tpu")
+
+
 def test_export_and_track_commands(model, tracking_cfg, tmp_path):
     """`motrv3 export` writes a file `motrv3 track` runs with onnxruntime, with the checkpoint's settings."""
     import cv2
+    import onnxruntime
 
     from motrv3.checkpoint import save_checkpoint
     from motrv3.config import to_dict
@@ -187,7 +205,10 @@ def test_export_and_track_commands(model, tracking_cfg, tmp_path):
         summary[name] = demo.run_demo(
             frames, path, tmp_path / name, max_size=MAX_SIZE, threads=1, progress=False
         )
-    assert "onnxruntime" in summary["onnx"]["device"] and summary["onnx"]["frames"] == 4
+    assert summary["onnx"]["frames"] == 4
+    # auto device: onnxruntime's CUDA provider when it has one, else its CPU one, said in the label
+    expected_device = "cuda" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
+    assert summary["onnx"]["device"] == f"{expected_device} (onnxruntime)"
     expected = np.loadtxt(summary["torch"]["results"], delimiter=",", ndmin=2)
     got = np.loadtxt(summary["onnx"]["results"], delimiter=",", ndmin=2)
     assert len(expected) and got.shape == expected.shape

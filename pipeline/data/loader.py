@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
@@ -230,11 +229,14 @@ def _one_clip(clip: dict[str, Any]) -> dict[str, Any]:
 
 
 def _seed_loader_worker(worker_id: int) -> None:
-    """A loader process: seeded from the loader's generator (the run seed), one OpenCV thread."""
+    """A loader process: its global generators seeded from the loader's generator (the run seed).
+
+    OpenCV's thread count is left as inherited: `cv2.setNumThreads` in a forked child waits forever
+    on the parent's thread-pool state (measured: benchmarks/bench_loader.py hung there).
+    """
     seed = torch.initial_seed() % 2**32  # base seed (from `seed`) + worker_id, set by the DataLoader
     np.random.seed(seed)
     random.seed(seed)
-    cv2.setNumThreads(1)  # the loader processes are the parallelism; no thread pool inside each
 
 
 def clip_stream(

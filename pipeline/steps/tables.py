@@ -69,12 +69,13 @@ def table1(params, root: Path = Path("."), detector_metrics: Path | None = None)
         if metrics_path(name, root).exists()
     ]
     measured += baseline_rows
-    strategies = ", ".join(
-        f"{name} {'on' if section.enabled else 'off'}"
-        for name, section in (("RFS", params.rfs), ("PLD", params.pld), ("TGD", params.tgd))
-    )
+    sections = (("RFS", params.rfs), ("PLD", params.pld), ("TGD", params.tgd))
+    strategies = ", ".join(f"{name} {'on' if section.enabled else 'off'}" for name, section in sections)
+    readings = {"RFS": f"rfs.reading {params.rfs.reading}", "PLD": f"pld.reading {params.pld.reading}",
+                "TGD": f"tgd.reduce {params.tgd.reduce}, tgd.mask {params.tgd.mask}"}  # fmt: skip
+    chosen = "; ".join(readings[name] for name, section in sections if section.enabled)
     measured_notes.append(
-        f"MOTRv3 here: {strategies} (params rfs/pld/tgd.enabled); MOTR is the "
+        f"MOTRv3 here: {strategies} (params rfs/pld/tgd.enabled{'; ' + chosen if chosen else ''}: docs/strategies.md); MOTR is the "
         f"baseline with all three off. Both trackers start a track at score ≥ "
         f"{params.tracking.new_track_score:g} (tracking.new_track_score)."
     )

@@ -256,9 +256,7 @@ def export(effective, method, name, checkpoint, output_dir, consumer, run_id, st
     with checkpoint.as_directory() as directory:
         state = load_state(Path(directory))
     torch.manual_seed(effective.seed)
-    model = motrv3.build_model(
-        effective.model.to_config(), effective.tracking.to_config(), effective.tgd.to_config()
-    )
+    model = motrv3.build(effective.library_config()).model
     model.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
     config = {**effective.as_dict(), "method": method}
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from timm.utils import ModelEmaV3
 
 import motrv3
 from motrv3.stats import AssignmentStats
-from pipeline.data.loader import ClipDataset, clip_stream, step_clips
+from pipeline.data.loader import ClipDataset, clip_stream
 from pipeline.params import Params
 from pipeline.runtime import configure_process
 from pipeline.steps.train.checkpoints import (
@@ -94,14 +94,8 @@ class WorkerLoop:
 
         torch.manual_seed(params.seed)  # the same initial weights on every rank
         self.model_cfg, self.tracking_cfg = params.model.to_config(), params.tracking.to_config()
-        model = motrv3.build_model(self.model_cfg, self.tracking_cfg, params.tgd.to_config())
-        self.criterion = motrv3.build_criterion(
-            self.model_cfg,
-            params.loss.to_config(),
-            params.rfs.to_config(),
-            params.pld.to_config(),
-            params.tgd.to_config(),
-        )
+        components = motrv3.build(params.library_config())
+        model, self.criterion = components.model, components.criterion
         # A restored run takes what is frozen from its checkpoint (the init file is not read again):
         # it decides the optimiser's parameter groups, so it must come before the optimiser.
         checkpoint = ray.train.get_checkpoint()
@@ -299,20 +293,14 @@ class WorkerLoop:
         marker.write_text(f"fault injected before global step {self.state['global_step']}\n")
         raise RuntimeError(f"{FAULT_ENV}: injected fault before global step {self.state['global_step']}")
 
-    def train_step(
-        self, epoch: int, step: int, indices: list[int], clips=None
-    ) -> tuple[dict[str, float], float]:
-        """One optimiser step over this rank's share of the batch; returns its loss terms and seconds.
-
-        `clips`: the epoch's `clip_stream` (its next clips are this step's); None reads them here.
-        """
+    def train_step(self, epoch: int, step: int, clips) -> tuple[dict[str, float], float]:
+        """One optimiser step over this rank's share of the batch (the next clips of the epoch's
+        `clip_stream`); returns its loss terms and seconds."""
         started = time.perf_counter()
         seed = step_seed(self.params.seed, epoch, step, self.rank)
         torch.manual_seed(seed)  # dropout and anything else drawing from the global generator
         generator = torch.Generator().manual_seed(seed)  # track-query augmentation
         per_worker = self.per_worker
-        batch = step_clips(indices, step, per_worker)
-        loaded = (self.dataset[i] for i in batch) if clips is None else (next(clips) for _ in batch)
         scheduled = self.scheduler.get_last_lr()
         set_warmup(
             self.optimizer, scheduled, warmup_factor(self.state["global_step"], self.train_cfg.warmup_steps)
@@ -322,8 +310,8 @@ class WorkerLoop:
         loss_value = 0.0
         sync = self.wrapped.no_sync() if hasattr(self.wrapped, "no_sync") else contextlib.nullcontext()
         with sync:
-            for clip in loaded:
-                clip = to_device(clip, self.device)
+            for _ in range(per_worker):
+                clip = to_device(next(clips), self.device)
                 autocast = (
                     torch.autocast(device_type="cuda", dtype=torch.bfloat16)
                     if self.use_bf16
@@ -365,19 +353,14 @@ class WorkerLoop:
             raise TrainingError(f"{self.config['clips_dir']}: no training clips in epoch {epoch}")
         step_terms: list[dict[str, float]] = list(state["epoch_terms"])
         # From the restored step on: a resumed epoch reads the clips the interrupted one had next.
+        loader = {"workers": train_cfg.loader_workers, "prefetch": train_cfg.loader_prefetch}
+        start, pin = state["step"], self.device.type == "cuda"
         clips = clip_stream(
-            self.dataset,
-            indices,
-            self.per_worker,
-            state["step"],
-            self.steps_per_epoch,
-            workers=train_cfg.loader_workers,
-            prefetch=train_cfg.loader_prefetch,
-            pin_memory=self.device.type == "cuda",
+            self.dataset, indices, self.per_worker, start, self.steps_per_epoch, **loader, pin_memory=pin
         )
         for step in range(state["step"], self.steps_per_epoch):
             self.inject_fault()
-            terms, elapsed = self.train_step(epoch, step, indices, clips)
+            terms, elapsed = self.train_step(epoch, step, clips)
             mean = mean_terms(gather(terms, self.world_size))
             step_terms.append(mean)
             state["global_step"] += 1
