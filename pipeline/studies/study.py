@@ -129,7 +129,10 @@ def dynamics_figure(rows: Sequence[SweepRow], rows_dir: Path, path: Path) -> lis
             lines += [f'"{label}",{key},{e + 1},{m:.4f},{len(runs)}' for e, m in enumerate(means)]
         axis.set_title(key.replace("_", " "))
         axis.set_xlabel("epoch")
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=min(3, len(labels)), fontsize=8
+    )
     written = [save_figure(fig, path)]
     csv_path = path.with_suffix(".csv")
     paths.write_text_atomic(csv_path, "\n".join(lines) + "\n")
