@@ -15,7 +15,7 @@ from pipeline import paths
 from pipeline.params import DEFAULT_PARAMS_FILE, Params, switch_overrides
 from pipeline.studies.paper_results import METRICS
 from pipeline.studies.reports import Comparison, write_comparison
-from pipeline.studies.sweep import DEFAULT_RUNNER, SweepError, SweepOutcome, SweepRow, _slug, run_sweep
+from pipeline.studies.sweep import DEFAULT_RUNNER, SweepError, SweepOutcome, SweepRow, row_slug, run_sweep
 
 # The per-epoch statistics a study plots (motrv3.stats): Fig. 2(d)'s early-layer track share and
 # Fig. 6's misalignment, with the tracking counts that tell a reading from a bug.
@@ -97,7 +97,7 @@ def row_dynamics(label: str, rows_dir: Path) -> dict[str, list[list[float]]]:
     """Per statistic of DYNAMICS, one per-epoch series per finished seed of the row (trial outputs)."""
 
     series: dict[str, list[list[float]]] = {key: [] for key in DYNAMICS}
-    for stats_file in sorted(rows_dir.glob(f"{_slug(label)}-s*/model/assignment_stats.json")):
+    for stats_file in sorted(rows_dir.glob(f"{row_slug(label)}-s*/model/assignment_stats.json")):
         data = json.loads(stats_file.read_text())
         for key in DYNAMICS:
             series[key].append([float(epoch.get(f"assign/{key}", float("nan"))) for epoch in data["epochs"]])

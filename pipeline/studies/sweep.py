@@ -132,7 +132,7 @@ def table_rows(table: int, params: Params) -> list[SweepRow]:
 # One trial
 
 
-def _slug(text: str) -> str:
+def row_slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "row"
 
 
@@ -149,7 +149,7 @@ def trial_inputs(params: Params, root: Path, split: str) -> list[Path]:
 def trial_key(label: str, params: Params, inputs: Sequence[Path] = ()) -> str:
     """`<row slug>-<hash>` of the effective params and the input data: a changed config or changed
     data never reuses old outputs."""
-    return work_key(_slug(label), params, inputs, digits=10)
+    return work_key(row_slug(label), params, inputs, digits=10)
 
 
 def train_track_evaluate(
@@ -434,5 +434,5 @@ def run_table(
         log_comparison(comparison)
         for row in outcome.rows:
             for key, value in row.metrics.items():
-                mlflow.log_metric(f"{_slug(row.label)}/{key}", value)
+                mlflow.log_metric(f"{row_slug(row.label)}/{key}", value)
     return outcome, written
