@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.params import load_params
-from pipeline.studies.study import STRATEGY_STUDY, dynamics_figure, parse_row
+from pipeline.studies.study import STRATEGY_STUDY, parse_row
 from pipeline.studies.sweep import SweepError
+from pipeline.studies.trial_outputs import dynamics_figure
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,6 @@ and writes `reports/<name>.{md,csv}` with mean ± std over the seeds.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,11 +14,8 @@ from pipeline import paths
 from pipeline.params import DEFAULT_PARAMS_FILE, Params, switch_overrides
 from pipeline.studies.paper_results import METRICS
 from pipeline.studies.reports import Comparison, write_comparison
-from pipeline.studies.sweep import DEFAULT_RUNNER, SweepError, SweepOutcome, SweepRow, row_slug, run_sweep
-
-# The per-epoch statistics a study plots (motrv3.stats): Fig. 2(d)'s early-layer track share and
-# Fig. 6's misalignment, with the tracking counts that tell a reading from a bug.
-DYNAMICS = ("early_track_share", "misaligned_share", "duplicates_per_label", "track_score_present")
+from pipeline.studies.sweep import DEFAULT_RUNNER, SweepError, SweepOutcome, SweepRow, run_sweep
+from pipeline.studies.trial_outputs import dynamics_figure, rows_dir_of
 
 # The strategies study (issue #24, docs/strategies.md): each reading of a strategy on its own, from
 # one command (`make strategies-study`). Label → overrides on top of every strategy switched off.
@@ -88,52 +84,6 @@ def run_study(
     )
     out_dir = reports_dir or root / paths.REPORTS_DIR
     written = list(write_comparison(comparison, out_dir))
-    storage = Path(params.sweep.storage_path)
-    rows_dir = (storage if storage.is_absolute() else root / storage) / name / "rows"
-    return outcome, written + dynamics_figure(rows, rows_dir, out_dir / f"{name}_dynamics.png")
-
-
-def row_dynamics(label: str, rows_dir: Path) -> dict[str, list[list[float]]]:
-    """Per statistic of DYNAMICS, one per-epoch series per finished seed of the row (trial outputs)."""
-
-    series: dict[str, list[list[float]]] = {key: [] for key in DYNAMICS}
-    for stats_file in sorted(rows_dir.glob(f"{row_slug(label)}-s*/model/assignment_stats.json")):
-        data = json.loads(stats_file.read_text())
-        for key in DYNAMICS:
-            series[key].append([float(epoch.get(f"assign/{key}", float("nan"))) for epoch in data["epochs"]])
-    return series
-
-
-def dynamics_figure(rows: Sequence[SweepRow], rows_dir: Path, path: Path) -> list[Path]:
-    """One panel per statistic: the mean over seeds of each row, per epoch (PNG + CSV beside it)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pipeline.studies.figures import save_figure
-
-    table = {row.label: row_dynamics(row.label, rows_dir) for row in rows}
-    if not any(series for row in table.values() for series in row.values()):
-        return []
-    fig, axes = plt.subplots(1, len(DYNAMICS), figsize=(4.2 * len(DYNAMICS), 3.4))
-    lines = ["row,statistic,epoch,mean,seeds"]
-    for axis, key in zip(axes, DYNAMICS, strict=True):
-        for label, stats in table.items():
-            runs = stats[key]
-            if not runs:
-                continue
-            epochs = min(len(run) for run in runs)
-            means = [sum(run[e] for run in runs) / len(runs) for e in range(epochs)]
-            axis.plot(range(1, epochs + 1), means, marker="o", label=label)
-            lines += [f'"{label}",{key},{e + 1},{m:.4f},{len(runs)}' for e, m in enumerate(means)]
-        axis.set_title(key.replace("_", " "))
-        axis.set_xlabel("epoch")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(
-        handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=min(3, len(labels)), fontsize=8
+    return outcome, written + dynamics_figure(
+        rows, rows_dir_of(params, root, name), out_dir / f"{name}_dynamics.png"
     )
-    written = [save_figure(fig, path)]
-    csv_path = path.with_suffix(".csv")
-    paths.write_text_atomic(csv_path, "\n".join(lines) + "\n")
-    return [*written, csv_path]

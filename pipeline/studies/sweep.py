@@ -35,6 +35,7 @@ from pipeline.studies.reports import (
     log_comparison,
     write_comparison,
 )
+from pipeline.studies.trial_outputs import dynamics_figure, row_slug, rows_dir_of
 
 DEFAULT_RUNNER = "pipeline.studies.sweep:train_track_evaluate"
 EVAL_FILE = "eval.json"
@@ -130,10 +131,6 @@ def table_rows(table: int, params: Params) -> list[SweepRow]:
 
 # ---------------------------------------------------------------------------------------------
 # One trial
-
-
-def row_slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "row"
 
 
 def trial_inputs(params: Params, root: Path, split: str) -> list[Path]:
@@ -315,8 +312,7 @@ def run_sweep(
     seeds = list(seeds if seeds is not None else params.sweep.seeds)
     if not rows or not seeds:
         raise SweepError(f"sweep {name}: nothing to run ({len(rows)} rows, seeds {seeds})")
-    storage = Path(params.sweep.storage_path)
-    storage = storage if storage.is_absolute() else root / storage
+    rows_dir = rows_dir_of(params, root, name)
     uri = tracking_uri(params.mlflow.tracking_uri, root)
     # First: a Ray that cannot start leaves no MLflow run.
     init_ray(params.ray.address, trial_cluster_cpus(params))
@@ -338,7 +334,7 @@ def run_sweep(
         "base_overrides": [*base_overrides, f"mlflow.experiment={params.mlflow.experiment}"],
         "split": params.sweep.split,
         "runner": runner,
-        "rows_dir": str(storage / name / "rows"),
+        "rows_dir": str(rows_dir),
         "tracking_uri": uri,
         "experiment_id": experiment_id,
         "parent_run_id": parent_id,
@@ -349,7 +345,7 @@ def run_sweep(
             tune.with_resources(run_trial, {"cpu": params.sweep.trial_cpus}),
             param_space=space,
             tune_config=tune.TuneConfig(max_concurrent_trials=params.sweep.max_concurrent_trials),
-            run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=1),
+            run_config=tune.RunConfig(name=name, storage_path=str(rows_dir.parents[1]), verbose=1),
         )
         grid = tuner.fit()
         trials, failures = [], []
@@ -427,7 +423,12 @@ def run_table(
         paper=paper,
         notes=notes,
     )
-    written = list(write_comparison(comparison, reports_dir or root / paths.REPORTS_DIR))
+    out_dir = reports_dir or root / paths.REPORTS_DIR
+    written = list(write_comparison(comparison, out_dir))
+    # Fig. 2(d) / Fig. 6 per row (mean over its seeds), as the strategies study plots them.
+    written += dynamics_figure(
+        rows, rows_dir_of(params, root, f"table{table}"), out_dir / f"table{table}_dynamics.png"
+    )
     uri = tracking_uri(params.mlflow.tracking_uri, root)
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=outcome.parent_run_id):
