@@ -16,6 +16,7 @@ from pipeline.studies.paper_results import METRICS
 from pipeline.studies.reports import Comparison, write_comparison
 from pipeline.studies.sweep import DEFAULT_RUNNER, SweepError, SweepOutcome, SweepRow, run_sweep
 from pipeline.studies.trial_outputs import dynamics_figure, rows_dir_of
+from pipeline.studies.verdicts import verdict_lines
 
 # The strategies study (issue #24, docs/strategies.md): each reading of a strategy on its own, from
 # one command (`make strategies-study`). Label → overrides on top of every strategy switched off.
@@ -80,6 +81,7 @@ def run_study(
         columns=("overrides",),
         metrics=METRICS,
         measured=outcome.rows,
+        measured_notes=verdict_lines(outcome.rows, outcome.trials),
         notes=[f"MLflow: parent run `{name}` ({outcome.parent_run_id}) with one child run per trial."],
     )
     out_dir = reports_dir or root / paths.REPORTS_DIR

@@ -36,6 +36,7 @@ from pipeline.studies.reports import (
     write_comparison,
 )
 from pipeline.studies.trial_outputs import dynamics_figure, row_slug, rows_dir_of
+from pipeline.studies.verdicts import verdict_lines
 
 DEFAULT_RUNNER = "pipeline.studies.sweep:train_track_evaluate"
 EVAL_FILE = "eval.json"
@@ -422,6 +423,7 @@ def run_table(
         measured=outcome.rows,
         paper=paper,
         notes=notes,
+        measured_notes=verdict_lines(outcome.rows, outcome.trials),
     )
     out_dir = reports_dir or root / paths.REPORTS_DIR
     written = list(write_comparison(comparison, out_dir))
