@@ -35,6 +35,7 @@ from pipeline.studies.reports import (
     log_comparison,
     write_comparison,
 )
+from pipeline.studies.rows import SweepRow
 from pipeline.studies.trial_outputs import dynamics_figure, row_slug, rows_dir_of
 from pipeline.studies.verdicts import verdict_lines
 
@@ -44,25 +45,6 @@ EVAL_FILE = "eval.json"
 
 class SweepError(RuntimeError):
     """A sweep that cannot start or whose trials failed."""
-
-
-@dataclass(frozen=True)
-class SweepRow:
-    """One row of an ablation table: what it shows (`settings`) and how it is trained (`overrides`)."""
-
-    label: str
-    settings: dict[str, Any]
-    overrides: tuple[str, ...]
-    method: str = "motrv3"  # `motr`: the baseline (pipeline.params.baseline)
-    paper_label: str | None = None
-
-    def as_config(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "settings": dict(self.settings),
-            "overrides": list(self.overrides),
-            "method": self.method,
-        }
 
 
 def table3_rows() -> list[SweepRow]:

@@ -18,7 +18,7 @@ from pipeline import paths
 
 if TYPE_CHECKING:
     from pipeline.params import Params
-    from pipeline.studies.sweep import SweepRow
+    from pipeline.studies.rows import SweepRow
 
 DYNAMICS = ("early_track_share", "misaligned_share", "duplicates_per_label", "track_score_present")
 
