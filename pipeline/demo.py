@@ -34,9 +34,9 @@ from motrv3.config import TrackingConfig, from_dict
 from pipeline.data.images import decode_image
 from pipeline.drawing import CODECS, Annotator, VideoOutput
 from pipeline.formats.motchallenge import read_seqinfo, write_results
+from pipeline.inference.split_tracking import run_online, warm_up
 from pipeline.params import DataParams
 from pipeline.runtime import configure_process, resolve_device
-from pipeline.steps.track import run_online, warm_up
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 DEFAULT_FPS = 25.0

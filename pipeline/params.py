@@ -30,6 +30,8 @@ from motrv3.config import (
     TGDConfig,
     TrackingConfig,
 )
+from pipeline.baseline_trackers import TRACKER_NAMES
+from pipeline.datasets import DATASET_NAMES
 from pipeline.params_overrides import ParamsError, deep_merge, parse_override  # re-exported
 from pipeline.params_overrides import format_errors as _format_errors
 
@@ -83,7 +85,7 @@ TGDSection = _section_from_dataclass(TGDConfig)
 class DatasetParams(_Section):
     """Which data the pipeline runs on."""
 
-    name: Literal["synthetic", "dancetrack", "mot17", "custom"] = "synthetic"
+    name: Literal[DATASET_NAMES] = "synthetic"  # a key of pipeline.datasets.DATASETS
     root: str | None = None  # MOTChallenge-layout root of real data; synthetic data is generated
     crowdhuman_root: str | None = None  # joint training with CrowdHuman (MOT17 recipe)
     train_split: str = "train"
@@ -238,23 +240,20 @@ class EvaluateParams(_Section):
     """TrackEval scoring (`stages/evaluate.py`)."""
 
     # MOT17/MOT16/MOT20 (distractor preprocessing) | DanceTrack | synthetic | custom (class 1 only);
-    # None: derived from dataset.name
+    # None: dataset.name's (pipeline.datasets)
     benchmark: str | None = None
 
 
 class BaselinesParams(_Section):
-    """Tracking-by-detection rows of Table 1 (`stages/baselines.py`): the `trackers` package's
-    trackers on our detector's boxes (`pseudo_labels.detector_checkpoint`) of the eval split."""
+    """Tracking-by-detection rows of Table 1 (`stages/baselines.py`): the trackers of
+    `pipeline.baseline_trackers` (the `trackers` package's) on our detector's boxes
+    (`pseudo_labels.detector_checkpoint`) of the eval split."""
 
-    trackers: list[Literal["bytetrack", "ocsort", "sort"]] = Field(
-        default_factory=lambda: ["bytetrack", "ocsort", "sort"]
-    )
+    trackers: list[Literal[TRACKER_NAMES]] = Field(default_factory=lambda: list(TRACKER_NAMES))
     det_threshold: float = Field(0.1, ge=0.0, le=1.0)  # boxes the trackers see (ByteTrack's low τ = 0.1)
     # Constructor keywords per tracker over the package's defaults, e.g. {bytetrack: {high_conf_det_threshold: 0.5}};
     # those of a tracker not in `trackers` are unused (a profile may set all three).
-    tracker_args: dict[Literal["bytetrack", "ocsort", "sort"], dict[str, float | int]] = Field(
-        default_factory=dict
-    )
+    tracker_args: dict[Literal[TRACKER_NAMES], dict[str, float | int]] = Field(default_factory=dict)
 
 
 class MLflowParams(_Section):

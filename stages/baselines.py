@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _baselines(args: argparse.Namespace, params) -> None:
     from pipeline.formats.errors import DataError
+    from pipeline.reporting.tables import METHOD_LABELS
     from pipeline.steps import baselines, evaluate
-    from pipeline.studies.reports import METHOD_LABELS
 
     split = args.split or params.dataset.eval_split
     dataset_dir = Path(args.clips) / split

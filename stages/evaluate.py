@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _evaluate(args: argparse.Namespace, params) -> None:
+    from pipeline.evaluation import submission
     from pipeline.formats.errors import DataError
-    from pipeline.steps import evaluate, submission
+    from pipeline.steps import evaluate
 
     split = args.split or params.dataset.eval_split
     results = Path(args.results) if args.results else results_dir(args.method, split)

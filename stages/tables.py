@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _tables(args: argparse.Namespace, params) -> None:
+    from pipeline.reporting.tables import ReportError
     from pipeline.steps import tables
-    from pipeline.studies.reports import ReportError
 
     root = Path(args.root)
     try:

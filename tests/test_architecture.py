@@ -1,5 +1,7 @@
 """Architecture contracts checked from the source: no import cycle inside pipeline/, the model library
-never imports the pipeline, and every module a DVC stage runs is a dependency of that stage."""
+never imports the pipeline, the layers of pipeline/ point one way (no step imports another step or a
+study; nothing below the steps imports a step or a study), and every module a DVC stage runs is a
+dependency of that stage."""
 
 from __future__ import annotations
 
@@ -117,6 +119,64 @@ def test_model_library_never_imports_the_pipeline():
     graph = import_graph()
     offenders = {m: sorted(d for d in deps if not d.startswith("motrv3")) for m, deps in graph.items()}
     assert not {m: d for m, d in offenders.items() if m.startswith("motrv3") and d}
+
+
+# The layers of pipeline/, top down: entry points (stages/, pipeline.cli, pipeline.commands) →
+# studies → steps → everything else (evaluation, inference, reporting, data, formats, params, ...).
+ENTRY_POINTS = ("pipeline.cli", "pipeline.commands")
+
+
+def in_package(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def step_of(name: str) -> str | None:
+    """`pipeline.steps.<step>[.…]` → `<step>` (a module or a package of the steps), else None."""
+    parts = name.split(".")
+    return parts[2] if len(parts) > 2 and parts[:2] == ["pipeline", "steps"] else None
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that run against the layers: step → other step, step → study, lower layer → step or study."""
+    found = []
+    for module, deps in sorted(graph.items()):
+        if not in_package(module, "pipeline") or any(in_package(module, e) for e in ENTRY_POINTS):
+            continue
+        step = step_of(module)
+        upper = in_package(module, "pipeline.studies")
+        for dep in sorted(deps):
+            if step is not None and step_of(dep) not in (None, step):
+                found.append(f"{module} → {dep}: a step imports another step")
+            elif step is not None and in_package(dep, "pipeline.studies"):
+                found.append(f"{module} → {dep}: a step imports a study")
+            elif (
+                step is None
+                and not upper
+                and (in_package(dep, "pipeline.steps") or in_package(dep, "pipeline.studies"))
+            ):
+                found.append(f"{module} → {dep}: a module below the steps imports a step or a study")
+    return found
+
+
+def test_layer_check_reports_each_kind_of_back_arrow():
+    graph = {
+        "pipeline.steps.track": {"pipeline.steps", "pipeline.steps.evaluate"},
+        "pipeline.steps.tables": {"pipeline.studies.reports"},
+        "pipeline.evaluation.split": {"pipeline.steps.evaluate"},
+        "pipeline.steps.train.driver": {"pipeline.steps.train.worker", "pipeline.evaluation"},
+        "pipeline.studies.sweep": {"pipeline.steps.train"},
+        "pipeline.commands.evaluate": {"pipeline.steps.evaluate"},
+    }
+    assert layer_violations(graph) == [
+        "pipeline.evaluation.split → pipeline.steps.evaluate: a module below the steps imports a step or a study",
+        "pipeline.steps.tables → pipeline.studies.reports: a step imports a study",
+        "pipeline.steps.track → pipeline.steps.evaluate: a step imports another step",
+    ]
+
+
+def test_pipeline_layers_point_one_way():
+    violations = layer_violations(import_graph())
+    assert not violations, "\n".join(violations)
 
 
 def test_no_pipeline_module_over_450_lines():

@@ -12,11 +12,12 @@ import pytest
 
 from pipeline.data.reader import DatasetReader
 from pipeline.data.synthetic import generate
+from pipeline.evaluation import trackeval_runner as evaluate
+from pipeline.evaluation.detection_metrics import detection_metrics
 from pipeline.formats import motchallenge as mot
 from pipeline.params import ParamsError, load_params
-from pipeline.steps import baselines, evaluate
+from pipeline.steps import baselines
 from pipeline.steps.convert import convert_split
-from pipeline.steps.detection_metrics import detection_metrics
 from pipeline.steps.pseudo_labels.sources import gt_source
 
 REPO = Path(__file__).resolve().parents[1]

@@ -116,7 +116,7 @@ def test_verbose_leaves_the_console_alone(log_dir, capfd, monkeypatch):
 def test_fps_is_steady_state_and_the_warm_up_is_apart(tmp_path):
     """A tracker whose first step pays a one-time cost: the FPS leaves it out, the results do not change."""
     import motrv3
-    from pipeline.steps import track
+    from pipeline.inference import split_tracking as track
     from tests.test_track import make_checkpoint, make_synthetic_split, tiny_params
 
     params = tiny_params()

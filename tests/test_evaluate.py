@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main as cli_main
-from pipeline.formats import motchallenge
-from pipeline.formats.errors import DataError
-from pipeline.steps.evaluate import (
+from pipeline.evaluation.submission import make_submission
+from pipeline.evaluation.trackeval_runner import (
     discover_sequences,
     evaluate_folder,
     write_metrics_json,
     write_per_sequence_csv,
 )
-from pipeline.steps.submission import make_submission
+from pipeline.formats import motchallenge
+from pipeline.formats.errors import DataError
 
 # Boxes far apart (IoU 0 between objects), so every match is unambiguous.
 BOX = {1: (10.0, 20.0, 30.0, 60.0), 2: (200.0, 40.0, 30.0, 60.0), 3: (100.0, 120.0, 40.0, 50.0)}

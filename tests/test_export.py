@@ -127,7 +127,7 @@ def test_onnx_tracker_matches_torch_tracker_frame_by_frame(model, onnx_path, tra
 
 
 def test_tracking_run_gives_the_same_motchallenge_rows(model, onnx_path, tracking_cfg, tmp_path):
-    run_online = pytest.importorskip("pipeline.steps.track").run_online
+    run_online = pytest.importorskip("pipeline.inference.split_tracking").run_online
     motchallenge = pytest.importorskip("pipeline.formats.motchallenge")
     images, cfg = moving_rectangles(), tracking_cfg
     network, config = load_onnx(onnx_path)

@@ -93,8 +93,8 @@ def test_tables_run_logs_its_rows_as_metrics(tmp_path):
     """`table1/<row>/<metric>` metrics on the tables run (reports' rows, from the tables stage's inputs)."""
     import mlflow
 
+    from pipeline.reporting.tables import Comparison, MeasuredRow
     from pipeline.steps.tables import row_metrics
-    from pipeline.studies.reports import Comparison, MeasuredRow
 
     comparison = Comparison(
         name="table1",

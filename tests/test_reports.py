@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.params import resolve
-from pipeline.studies.figures import read_assignment_stats
-from pipeline.studies.paper_results import TABLES, reported
-from pipeline.studies.reports import (
+from pipeline.reporting.figures import read_assignment_stats
+from pipeline.reporting.paper_results import TABLES, reported
+from pipeline.reporting.tables import (
     Comparison,
     MeasuredRow,
     ReportError,
@@ -76,7 +76,7 @@ def test_aggregate_seeds_mean_and_sample_std():
 
 
 def test_comparison_keeps_measured_and_reported_apart(tmp_path):
-    from pipeline.studies.reports import write_comparison
+    from pipeline.reporting.tables import write_comparison
 
     comparison = Comparison(
         name="t3",
@@ -220,7 +220,7 @@ def test_assignment_stats_reader_names_the_bad_field(tmp_path):
 
 
 def test_figure4_plots_both_methods(tmp_path):
-    from pipeline.studies.figures import figure4
+    from pipeline.reporting.figures import figure4
 
     points = [
         {"method": m, "backbone": b, "HOTA": h}

@@ -201,7 +201,7 @@ def test_track_split_in_parallel_on_ray_matches_sequential(tiny_run, tmp_path):
     """Two Ray actors on a local 127.0.0.1 cluster give the same results as one process."""
     import ray
 
-    from pipeline.steps.track import TrackSettings, track_split
+    from pipeline.inference.split_tracking import TrackSettings, track_split
 
     root, params, _, clips, checkpoint = tiny_run
     settings = TrackSettings(

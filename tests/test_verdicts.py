@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.studies.reports import aggregate_seeds
+from pipeline.reporting.tables import aggregate_seeds
 from pipeline.studies.verdicts import beyond_spread, verdict_lines
 
 

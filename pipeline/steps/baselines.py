@@ -1,12 +1,12 @@
 """The baselines step: Table 1's tracking-by-detection rows on our own detector's boxes.
 
 Our detection-only Deformable-DETR (`pseudo_labels.detector_checkpoint`, the PLD detector) runs over
-every frame of the eval split (`motrv3.detect` through the pseudo-label predictors, Ray Data or in
-process); boxes with score ≥ `baselines.det_threshold` go, frame by frame, to the trackers of
-roboflow's `trackers` package (ByteTrack, OC-SORT, SORT; their own defaults unless
-`baselines.tracker_args` says otherwise). Their results are written as MOTChallenge files
-(`results/<tracker>/<split>/<seq>.txt`) and scored by the same TrackEval path as MOTR's
-(`pipeline.steps.evaluate`) into `metrics/<tracker>.json`.
+every frame of the eval split (`motrv3.detect` through `pipeline.inference.detectors`, Ray Data or
+in process); boxes with score ≥ `baselines.det_threshold` go, frame by frame, to the trackers of
+`pipeline.baseline_trackers` (roboflow's `trackers` package: ByteTrack, OC-SORT, SORT; their own
+defaults unless `baselines.tracker_args` says otherwise). Their results are written as MOTChallenge
+files (`results/<tracker>/<split>/<seq>.txt`) and scored by the same TrackEval path as MOTR's
+(`pipeline.evaluation.split.score_split`) into `metrics/<tracker>.json`.
 
 The same boxes give the detector's own quality, `metrics/detector.json`: AP50 and precision/recall
 at IoU 0.5, and the TrackEval detection reference (every box its own identity, DetA and MODA) that
@@ -15,66 +15,35 @@ Table 1's detector row shows.
 
 from __future__ import annotations
 
-import inspect
 import json
-import tempfile
 import time
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.baseline_trackers import BaselineTracker, get_tracker, make_tracker, tracker_settings
 from pipeline.data.parquet_io import read_manifest, sha256_file
-from pipeline.data.reader import DEFAULT_FRAME_RATE, DatasetReader, FrameIndex, export_motchallenge_gt
+from pipeline.data.reader import DEFAULT_FRAME_RATE, DatasetReader, FrameIndex
+from pipeline.evaluation.benchmarks import benchmark_of
+from pipeline.evaluation.detection_metrics import EMPTY, PR_SCORE, detection_metrics, ground_truth_boxes
+from pipeline.evaluation.split import score_detections, score_split
+from pipeline.evaluation.trackeval_runner import HEADLINE_KEYS
 from pipeline.formats.detections import Detections
 from pipeline.formats.motchallenge import write_results
+from pipeline.inference.detectors import Source, default_workers, run_model
 from pipeline.paths import METRICS_DIR, RESULTS_DIR, atomic_path, write_text_atomic
-from pipeline.steps import evaluate
-from pipeline.steps.detection_metrics import EMPTY, PR_SCORE, detection_metrics, ground_truth_boxes
-from pipeline.steps.pseudo_labels.predictors import default_workers, run_model
-from pipeline.steps.pseudo_labels.sources import Source
 
-TRACKER_CLASSES = {"bytetrack": "ByteTrackTracker", "ocsort": "OCSORTTracker", "sort": "SORTTracker"}
 INFO_FILE = "tracker.json"  # results/<tracker>/<split>/: package, version, settings of the run
 DETECTOR_METRICS = "detector"  # metrics/detector.json
 
 
 # ---------------------------------------------------------------------------------------------
-# Trackers of the `trackers` package
-
-
-def tracker_settings(name: str, overrides: dict[str, float | int], frame_rate: float) -> dict[str, Any]:
-    """Constructor keywords: the package's defaults, the sequence's frame rate, then `overrides`."""
-    import trackers
-
-    if name not in TRACKER_CLASSES:
-        raise ValueError(f"baselines.trackers: unknown tracker {name!r}; known: {sorted(TRACKER_CLASSES)}")
-    signature = inspect.signature(getattr(trackers, TRACKER_CLASSES[name]))
-    # Numeric keywords only (iou / state_estimator_class take objects and keep their defaults).
-    defaults = {
-        key: p.default
-        for key, p in signature.parameters.items()
-        if isinstance(p.default, int | float) and not isinstance(p.default, bool)
-    }
-    unknown = sorted(set(overrides) - set(defaults))
-    if unknown:
-        raise ValueError(
-            f"baselines.tracker_args.{name}: unknown keyword(s) {unknown}; "
-            f"trackers {version('trackers')} {TRACKER_CLASSES[name]} takes {sorted(defaults)}"
-        )
-    settings = {**defaults, "frame_rate": float(frame_rate), **overrides}
-    return settings
-
-
-def make_tracker(name: str, settings: dict[str, Any]):
-    import trackers
-
-    return getattr(trackers, TRACKER_CLASSES[name])(**settings)
+# The trackers (pipeline.baseline_trackers) over a split
 
 
 def track_detections(
-    tracker, frames: np.ndarray, dets: dict[int, tuple[np.ndarray, np.ndarray]]
+    tracker: BaselineTracker, frames: np.ndarray, dets: dict[int, tuple[np.ndarray, np.ndarray]]
 ) -> np.ndarray:
     """Feed one sequence's boxes frame by frame → result rows [N, 7] (frame, id, left, top, w, h, score).
 
@@ -124,11 +93,12 @@ def run_tracker(
         results[sequence] = track_detections(tracker, np.sort(sequence_frames), by_sequence.get(sequence, {}))
         seconds += time.perf_counter() - start
         frames += len(sequence_frames)
+    spec = get_tracker(name)
     summary = {
         "tracker": name,
-        "package": "trackers",
-        "package_version": version("trackers"),
-        "class": TRACKER_CLASSES[name],
+        "package": spec.package,
+        "package_version": spec.package_version(),
+        "class": spec.class_name,
         "settings": settings,
         "frames": frames,
         "tracker_fps": frames / seconds if seconds > 0 else 0.0,  # association only, detector excluded
@@ -146,31 +116,12 @@ def run_tracker(
 # The detector's own quality
 
 
-def detections_as_tracks(dets: Detections, sequences: list[str], threshold: float, out_dir: Path) -> None:
-    """Result files where every box with score ≥ threshold is its own identity (the detection reference)."""
-    next_id = 1
-    for sequence in sequences:
-        rows = []
-        for (seq, frame), (boxes, scores) in sorted(dets.items()):
-            if seq != sequence:
-                continue
-            for (x1, y1, x2, y2), score in zip(boxes, scores, strict=True):
-                if score >= np.float32(threshold):
-                    rows.append((frame, next_id, x1, y1, x2 - x1, y2 - y1, score))
-                    next_id += 1
-        write_results(out_dir / f"{sequence}.txt", np.asarray(rows, np.float64).reshape(-1, 7))
-
-
 def detector_report(params, dets: Detections, dataset_dir: Path, det_threshold: float) -> dict[str, Any]:
     """`metrics/detector.json`: AP50, precision/recall at 0.5 and at `det_threshold`, TrackEval DetA/MODA."""
     truth, ignored = ground_truth_boxes(DatasetReader(dataset_dir))
     report = detection_metrics(dets, truth, ignored, 0.5, {"": PR_SCORE, "_at_det_threshold": det_threshold})
     reference_score = params.tracking.new_track_score
-    with tempfile.TemporaryDirectory(prefix="motrv3-detref-") as tmp_name:
-        gt, results = Path(tmp_name) / "gt", Path(tmp_name) / "results"
-        sequences = export_motchallenge_gt(dataset_dir, gt)
-        detections_as_tracks(dets, sequences, reference_score, results)
-        scored = evaluate.evaluate_folder(gt, results, evaluate.benchmark_of(params))
+    scored = score_detections(dets, dataset_dir, benchmark_of(params), reference_score)
     reference = {
         key: scored.overall[key] for key in ("DetA", "DetRe", "DetPr", "LocA", "MODA", "CLR_Re", "CLR_Pr")
     }
@@ -217,10 +168,10 @@ def detect_split(params, dataset_dir: Path, checkpoint: Path, threshold: float, 
 def score_trackers(
     params, names: list[str], dataset_dir: Path, split: str, results_root: Path, metrics_dir: Path
 ) -> dict[str, dict[str, Any]]:
-    """`metrics/<tracker>.json` (+ per-sequence CSV) for each tracker's results, through `evaluate.run`."""
+    """`metrics/<tracker>.json` (+ per-sequence CSV) for each tracker's results, as the evaluate step's."""
     scored = {}
     for name in names:
-        outcome = evaluate.run(params, results_root / name / split, dataset_dir, metrics_dir, name)
+        outcome = score_split(params, results_root / name / split, dataset_dir, metrics_dir, name)
         scored[name] = outcome.overall
     return scored
 
@@ -262,6 +213,6 @@ def run(
     write_text_atomic(
         metrics_dir / f"{DETECTOR_METRICS}.json", json.dumps({**detector, "split": split}, indent=2) + "\n"
     )
-    summary = {name: {k: values[k] for k in evaluate.HEADLINE_KEYS} for name, values in scored.items()}
+    summary = {name: {k: values[k] for k in HEADLINE_KEYS} for name, values in scored.items()}
     summary["detector"] = detector
     return summary

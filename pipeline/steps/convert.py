@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,16 +11,17 @@ from tqdm import tqdm
 from pipeline.data.crowdhuman import read_crowdhuman
 from pipeline.data.parquet_io import write_dataset
 from pipeline.data.sequences import read_split, take_half
+from pipeline.datasets import DATASETS
 from pipeline.formats.errors import DataError, Issues
-from pipeline.paths import CLIPS_DIR, RAW_SYNTHETIC_DIR
+from pipeline.paths import CLIPS_DIR
 
 
 def source_of(params) -> tuple[Path, str]:
-    """(root of the MOTChallenge-layout input, benchmark rules) for `dataset.name`."""
+    """(root of the raw input, ground-truth rules) for `dataset.name`, from the dataset table."""
     dataset = params.dataset
-    if dataset.name == "synthetic":
-        return Path(dataset.root or RAW_SYNTHETIC_DIR), "synthetic"
-    if dataset.root is None:
+    spec = DATASETS[dataset.name]
+    root = dataset.root or spec.default_root
+    if root is None:
         raise DataError(
             "params.yaml",
             None,
@@ -27,7 +29,7 @@ def source_of(params) -> tuple[Path, str]:
             f"dataset.name={dataset.name} needs dataset.root (the folder holding train/, val/, test/)",
             kind="bad_params",
         )
-    return Path(dataset.root), dataset.name
+    return Path(root), spec.rules
 
 
 def splits_of(params) -> dict[str, tuple[str, str | None]]:
@@ -68,14 +70,16 @@ def convert_split(
     progress: bool = True,
     source_split: str | None = None,
     half: str | None = None,
+    reader: Callable = read_split,
 ) -> dict[str, Any]:
     """Read `<root>/<split>` (+ CrowdHuman train/val for a training split) and write it atomically.
 
     `source_split` reads another folder under `root`; `half` ("train"/"val") keeps that half of
-    each sequence (`take_half`; the images are the source's own files, nothing is copied).
+    each sequence (`take_half`; the images are the source's own files, nothing is copied). `reader`
+    reads the raw layout (the dataset table's, `pipeline.datasets`).
     """
     issues = Issues(lenient=lenient)
-    sequences = read_split(root, source_split or split, benchmark, issues)
+    sequences = reader(root, source_split or split, benchmark, issues)
     if half is not None:
         halves = []
         for sequence in sequences:
@@ -121,6 +125,7 @@ def convert_split(
 def run(params, out_root: str | Path = CLIPS_DIR, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Convert every split named in `dataset` that exists under the input root."""
     root, benchmark = source_of(params)
+    reader = DATASETS[params.dataset.name].load_reader()
     crowdhuman = Path(params.dataset.crowdhuman_root) if params.dataset.crowdhuman_root else None
     manifests = {}
     for split, (source_split, half) in splits_of(params).items():
@@ -136,5 +141,6 @@ def run(params, out_root: str | Path = CLIPS_DIR, progress: bool = True) -> dict
             progress=progress,
             source_split=source_split,
             half=half,
+            reader=reader,
         )
     return manifests

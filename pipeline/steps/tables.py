@@ -8,21 +8,20 @@ detection reference (`metrics/detector.json`, written here from `data/pseudo_lab
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import mlflow
 import numpy as np
 
 from pipeline.data.pseudo_label_store import read_pseudo_labels
-from pipeline.data.reader import export_motchallenge_gt
-from pipeline.formats.motchallenge import write_results
+from pipeline.evaluation.benchmarks import benchmark_of
+from pipeline.evaluation.split import score_detections
+from pipeline.evaluation.trackeval_runner import write_metrics_json
 from pipeline.mlflow_utils import metric_name, setup_experiment
 from pipeline.paths import CLIPS_DIR, PSEUDO_LABELS_DIR, REPORTS_DIR
-from pipeline.steps import evaluate
-from pipeline.studies.figures import assignment_figures
-from pipeline.studies.paper_results import reported
-from pipeline.studies.reports import (
+from pipeline.reporting.figures import assignment_figures
+from pipeline.reporting.paper_results import reported
+from pipeline.reporting.tables import (
     BASELINE_TRACKERS,
     METHOD_LABELS,
     METHODS,
@@ -153,22 +152,8 @@ def evaluate_detections(params, root: Path, out_path: Path, source: str = "detec
     """
     split = params.dataset.train_split  # pseudo labels exist for the training split only
     labels = read_pseudo_labels(root / PSEUDO_LABELS_DIR / split, params.tracking.new_track_score, [source])
-    benchmark = evaluate.benchmark_of(params)
-    with tempfile.TemporaryDirectory(prefix="motrv3-detref-") as tmp_name:
-        gt, results = Path(tmp_name) / "gt", Path(tmp_name) / "results"
-        sequences = export_motchallenge_gt(root / CLIPS_DIR / split, gt)
-        next_id = 1
-        for sequence in sequences:
-            rows = []
-            for (seq, frame), (boxes, scores) in sorted(labels.items()):
-                if seq != sequence:
-                    continue
-                for (x1, y1, x2, y2), score in zip(np.asarray(boxes), np.asarray(scores), strict=True):
-                    rows.append((frame, next_id, x1, y1, x2 - x1, y2 - y1, score))
-                    next_id += 1
-            write_results(results / f"{sequence}.txt", np.asarray(rows, dtype=np.float64).reshape(-1, 7))
-        scored = evaluate.evaluate_folder(gt, results, benchmark)
-    evaluate.write_metrics_json(scored, out_path)
+    scored = score_detections(labels, root / CLIPS_DIR / split, benchmark_of(params))
+    write_metrics_json(scored, out_path)
     return out_path
 
 

@@ -16,9 +16,9 @@ import mlflow
 from pipeline import paths
 from pipeline.mlflow_utils import tracking_uri
 from pipeline.params import DEFAULT_PARAMS_FILE, Params, ScalingParams, switch_overrides
-from pipeline.studies.figures import figure4
-from pipeline.studies.paper_results import FIG4_BACKBONES, METRICS
-from pipeline.studies.reports import METHOD_LABELS, Comparison, log_comparison, write_comparison
+from pipeline.reporting.figures import figure4
+from pipeline.reporting.paper_results import FIG4_BACKBONES, METRICS
+from pipeline.reporting.tables import METHOD_LABELS, Comparison, log_comparison, write_comparison
 from pipeline.studies.sweep import DEFAULT_RUNNER, SweepOutcome, SweepRow, run_sweep
 
 

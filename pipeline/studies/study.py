@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pipeline import paths
 from pipeline.params import DEFAULT_PARAMS_FILE, Params, switch_overrides
-from pipeline.studies.paper_results import METRICS
-from pipeline.studies.reports import Comparison, write_comparison
+from pipeline.reporting.paper_results import METRICS
+from pipeline.reporting.tables import Comparison, write_comparison
 from pipeline.studies.sweep import DEFAULT_RUNNER, SweepError, SweepOutcome, SweepRow, run_sweep
 from pipeline.studies.trial_outputs import dynamics_figure, rows_dir_of
 from pipeline.studies.verdicts import verdict_lines

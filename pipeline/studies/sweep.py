@@ -27,8 +27,8 @@ from typing import Any
 from pipeline import paths
 from pipeline.identity import work_key
 from pipeline.params import DEFAULT_PARAMS_FILE, Params, load_params, switch_overrides
-from pipeline.studies.paper_results import METRICS, reported
-from pipeline.studies.reports import (
+from pipeline.reporting.paper_results import METRICS, reported
+from pipeline.reporting.tables import (
     Comparison,
     MeasuredRow,
     aggregate_seeds,

@@ -50,7 +50,7 @@ def dynamics_figure(rows: Sequence[SweepRow], rows_dir: Path, path: Path) -> lis
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.studies.figures import save_figure
+    from pipeline.reporting.figures import save_figure
 
     table = {row.label: row_dynamics(row.label, rows_dir) for row in rows}
     if not any(series for row in table.values() for series in row.values()):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.studies.reports import MeasuredRow
+from pipeline.reporting.tables import MeasuredRow
 
 VERDICT_METRICS = ("HOTA", "DetA", "AssA", "MOTA")
 

@@ -30,8 +30,8 @@ from pipeline.data.pseudo_label_store import LABELS_FILE, MANIFEST, PSEUDO_LABEL
 from pipeline.data.reader import DatasetReader, FrameIndex
 from pipeline.formats.detections import Detections
 from pipeline.formats.errors import naming_file
+from pipeline.inference.detectors import default_workers, run_model
 from pipeline.paths import CLIPS_DIR, METRICS_DIR, PSEUDO_LABELS_DIR, atomic_path, write_text_atomic
-from pipeline.steps.pseudo_labels.predictors import default_workers, run_model
 from pipeline.steps.pseudo_labels.sources import (
     Source,
     detfile_source,

@@ -2,12 +2,11 @@
 
 A source is `detector`, `detfile[:<name>]`, `torchvision[:<name>]` or `gt`; `detfile` reads detection
 files (`pipeline.formats.detections`) or the public detections the converter stored, `gt` copies the
-ground truth with confidence 1. Model sources run in `pipeline.steps.pseudo_labels.predictors`.
+ground truth with confidence 1. Model sources run in `pipeline.inference.detectors`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +16,10 @@ from pipeline.data.parquet_io import sha256_file
 from pipeline.data.reader import DatasetReader, FrameIndex
 from pipeline.formats.detections import Detections, read_json_db, read_motchallenge_dets, xywh_to_xyxy
 from pipeline.formats.errors import DataError
+from pipeline.inference.detectors import Source
 from pipeline.params import DetfileSpec
 
 SOURCE_KINDS = ("detector", "detfile", "torchvision", "gt")
-
-
-@dataclass(frozen=True)
-class Source:
-    """One entry of `pld.sources`: `name` as written there (the `source` column), its kind and config."""
-
-    name: str
-    kind: str
-    spec: dict[str, Any]  # the config entry (pseudo_labels.detfile/torchvision.<entry>) or detector settings
 
 
 def parse_sources(names: list[str], pl_params) -> list[Source]:

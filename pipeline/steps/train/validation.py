@@ -1,8 +1,8 @@
 """Validation during training: the points of the learning curves (val split, rank 0, per epoch).
 
 A tracker (MOTR, MOTRv3) tracks the eval split with the current weights and is scored by the same
-TrackEval path as the evaluate step (HOTA, DetA, AssA, MOTA, IDF1); the PLD detector is scored by
-AP50 and precision/recall at score ≥ 0.5 (`pipeline.steps.detection_metrics`). The metrics
+TrackEval path as the evaluate step (`pipeline.evaluation`: HOTA, DetA, AssA, MOTA, IDF1); the PLD
+detector by AP50 and precision/recall at score ≥ 0.5 (`pipeline.evaluation.detection_metrics`). The metrics
 land in MLflow (`val/<key>`) and in `models/<method>/learning_curve.csv`, which `dvc plots` draws.
 """
 
@@ -17,11 +17,12 @@ import torch
 
 import motrv3
 from pipeline.data.reader import DatasetReader, export_motchallenge_gt, iter_frames, list_sequences
+from pipeline.evaluation.benchmarks import benchmark_of
+from pipeline.evaluation.detection_metrics import detection_metrics, ground_truth_boxes
+from pipeline.evaluation.trackeval_runner import evaluate_folder
 from pipeline.formats.motchallenge import write_results
+from pipeline.inference.split_tracking import run_online
 from pipeline.params import Params
-from pipeline.steps.detection_metrics import detection_metrics, ground_truth_boxes
-from pipeline.steps.evaluate import benchmark_of, evaluate_folder
-from pipeline.steps.track import run_online
 
 TRACKING_KEYS = ("HOTA", "DetA", "AssA", "MOTA", "IDF1")
 DETECTOR_KEYS = ("AP50", "precision", "recall")

@@ -17,22 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.baseline_trackers import TRACKERS
 from pipeline.paths import METRICS_DIR, REPORTS_DIR, RESULTS_DIR, write_text_atomic
-from pipeline.studies.paper_results import LOWER_IS_BETTER, METRICS, ReportedTable
+from pipeline.reporting.paper_results import LOWER_IS_BETTER, METRICS, ReportedTable
 
 FIGURES_DIR = REPORTS_DIR / "figures"
 PLOTS_DIR = REPORTS_DIR / "plots"  # CSV the DVC `plots:` section reads
 METHODS = ("motr", "motrv3")
+# Table 1's tracking-by-detection rows (stage `baselines`: pipeline.baseline_trackers on our detector's boxes)
+BASELINE_TRACKERS = tuple(TRACKERS)
 METHOD_LABELS = {
     "motr": "MOTR (baseline)",
     "motrv3": "MOTRv3",
     "detector": "pseudo-label detector",
-    "bytetrack": "ByteTrack",
-    "ocsort": "OC-SORT",
-    "sort": "SORT",
+    **{name: spec.label for name, spec in TRACKERS.items()},
 }
-# Table 1's tracking-by-detection rows (stage `baselines`: the `trackers` package on our detector's boxes)
-BASELINE_TRACKERS = ("bytetrack", "ocsort", "sort")
 
 
 COLUMN_TITLES = {

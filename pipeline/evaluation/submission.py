@@ -51,8 +51,8 @@ def make_submission(
 ) -> list[str]:
     """Validate `results_dir/<seq>.txt` for every sequence and zip them in the server's layout.
 
-    `sequences`: names, or `pipeline.steps.evaluate.GroundTruthSequence`s (then frames are checked against the
-    sequence length too). Returns the archive's member names. Written atomically.
+    `sequences`: names, or `pipeline.evaluation.trackeval_runner.GroundTruthSequence`s (then
+    frames are checked against the sequence length too). Returns the archive's member names. Written atomically.
     """
     results_dir = Path(results_dir)
     lengths = {}

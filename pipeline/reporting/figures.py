@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from pipeline.paths import MODELS_DIR, REPORTS_DIR, atomic_path  # noqa: E402
-from pipeline.studies.reports import METHOD_LABELS, ReportError, read_json, write_csv  # noqa: E402
+from pipeline.reporting.tables import METHOD_LABELS, ReportError, read_json, write_csv  # noqa: E402
 
 
 @dataclass

@@ -1,10 +1,12 @@
-"""Model sources of pseudo labels: our detection-only Deformable-DETR and torchvision detectors,
-run over every frame of a converted split, in this process or with Ray Data (one model per worker)."""
+"""Detection models over every frame of a converted split: our detection-only Deformable-DETR and
+torchvision detectors, in this process or with Ray Data (one model per worker). The pseudo labels
+(PLD's model sources) and the baselines' boxes both come from here."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,16 @@ from pipeline.data.images import decode_image
 from pipeline.data.reader import DatasetReader, FrameIndex
 from pipeline.formats.detections import Detections
 from pipeline.runtime import configure_process, resolve_device
-from pipeline.steps.pseudo_labels.sources import Source
+
+
+@dataclass(frozen=True)
+class Source:
+    """One entry of `pld.sources`: `name` as written there (the `source` column), its kind and config."""
+
+    name: str
+    kind: str
+    spec: dict[str, Any]  # the config entry (pseudo_labels.detfile/torchvision.<entry>) or detector settings
+
 
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # RGB uint8 HWC → boxes, scores
 
