@@ -355,36 +355,3 @@ def verify_export(graph: FrameGraph, path: str | Path, example_size: tuple[int, 
             f"export {path}: onnxruntime departs from torch by {worst:.3g} > {VERIFY_TOLERANCE}"
         )
     return worst
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`motrv3 export --checkpoint CKPT --out model.onnx`: the per-frame graph of a checkpoint."""
-    import argparse
-    import sys
-
-    from motrv3.checkpoint import load_checkpoint
-
-    parser = argparse.ArgumentParser(prog="motrv3 export", description=main.__doc__.split(":")[1].strip())
-    parser.add_argument(
-        "--checkpoint", required=True, help="a motrv3 checkpoint (models/<method>/checkpoint.pt)"
-    )
-    parser.add_argument("--out", required=True, help="the .onnx file to write")
-    parser.add_argument("--exporter", choices=EXPORTERS, default="torchscript", help="(default: %(default)s)")
-    parser.add_argument("--opset", type=int, default=OPSET, help="ONNX opset, ≥ 16 (default: %(default)s)")
-    parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-torch check")
-    args = parser.parse_args(argv)
-    try:
-        model, config = load_checkpoint(args.checkpoint)
-        path = export_onnx(
-            model,
-            args.out,
-            config=config,
-            opset=args.opset,
-            exporter=args.exporter,
-            verify=not args.no_verify,
-        )
-    except (FileNotFoundError, ValueError, RuntimeError, ImportError) as error:
-        sys.exit(f"error: {error}")
-    print(
-        f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB); track with: motrv3 track VIDEO --checkpoint {path}"
-    )

@@ -1,4 +1,8 @@
-"""The `motrv3` console script: user-facing commands (`motrv3 track`, `motrv3 evaluate`, ...)."""
+"""The `motrv3` console script: `motrv3 <command> ...` runs `pipeline.commands.<module>.main`.
+
+Commands are entry points like the stages (`pipeline.entry`); a command's module is imported only
+when it runs, so `motrv3 params` does not load what `motrv3 track` needs.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,13 @@ import argparse
 import importlib
 import sys
 
-# command → (module with `build_parser(subparsers)`-free `main(argv)`, one-line help)
+# command → (module under pipeline.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "params": ("pipeline.params", "validate params.yaml and print the effective values"),
-    "track": ("pipeline.demo", "track a video or frame folder with a checkpoint: annotated video + MOT txt"),
-    "export": ("motrv3.export", "export a checkpoint's per-frame network to ONNX (docs/export.md)"),
-    "evaluate": ("pipeline.steps.evaluate", "score MOTChallenge result files with TrackEval (any tracker's)"),
-    "import": ("pipeline.import_official", "an official MOTR/MOTRv2/Deformable-DETR checkpoint as ours"),
+    "params": ("params", "validate params.yaml and print the effective values"),
+    "track": ("track", "track a video or frame folder with a checkpoint: annotated video + MOT txt"),
+    "export": ("export", "export a checkpoint's per-frame network to ONNX (docs/export.md)"),
+    "evaluate": ("evaluate", "score MOTChallenge result files with TrackEval (any tracker's)"),
+    "import": ("import_official", "an official MOTR/MOTRv2/Deformable-DETR checkpoint as ours"),
 }
 
 
@@ -26,8 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.print_help()
         sys.exit(0 if argv else 2)
     args = parser.parse_args(argv[:1])
-    module = importlib.import_module(COMMANDS[args.command][0])
-    module.main(argv[1:])
+    importlib.import_module(f"pipeline.commands.{COMMANDS[args.command][0]}").main(argv[1:])
 
 
 if __name__ == "__main__":

@@ -7,14 +7,13 @@ one worker, bound to 127.0.0.1. Open http://127.0.0.1:5000, pick the "motrv3" ex
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
 from pathlib import Path
 
+from pipeline.entry import command_parser, params_from_args
 from pipeline.mlflow_utils import DEFAULT_ARTIFACTS, tracking_uri
-from pipeline.params import add_params_arguments, params_from_args
 from pipeline.paths import REPO_ROOT
 
 
@@ -42,8 +41,7 @@ def server_env() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.mlflow_ui", description=__doc__.splitlines()[0])
-    add_params_arguments(parser)
+    parser = command_parser("python -m pipeline.mlflow_ui", __doc__, console=False)
     parser.add_argument(
         "--host", default=None, help="bind address (default: params mlflow.ui_host, 127.0.0.1)"
     )

@@ -10,10 +10,7 @@ Unknown keys and wrong types are errors naming the dotted key (`ParamsError`).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import sys
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -399,38 +396,3 @@ def load_params(
         where = f":{mark.line + 1}" if mark is not None else ""
         raise ParamsError(f"{path}{where}: not valid YAML: {error}") from None
     return resolve(raw, overrides, source=str(path))
-
-
-def add_params_arguments(parser: argparse.ArgumentParser) -> None:
-    """The params options every stage shares."""
-    parser.add_argument(
-        "--params", default=str(DEFAULT_PARAMS_FILE), help="params file (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one param for this run, e.g. --set tgd.groups=5 (repeatable)",
-    )
-
-
-def params_from_args(args: argparse.Namespace) -> Params:
-    try:
-        return load_params(args.params, args.overrides)
-    except ParamsError as error:
-        sys.exit(f"error: {error}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.params", description="Validate params.yaml and print the effective values."
-    )
-    add_params_arguments(parser)
-    args = parser.parse_args(argv)
-    print(json.dumps(params_from_args(args).as_dict(), indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
-
-from pipeline.console import add_console_arguments, say, stage_console
-from pipeline.params import add_params_arguments, params_from_args
+from pipeline.console import say, stage_console
+from pipeline.entry import command_parser, params_from_args
 from pipeline.paths import RAW_SYNTHETIC_DIR
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.generate", description=__doc__)
-    add_params_arguments(parser)
+    parser = command_parser("python -m stages.generate", __doc__)
     parser.add_argument("--out", default=str(RAW_SYNTHETIC_DIR), help="output folder (default: %(default)s)")
-    add_console_arguments(parser)
     args = parser.parse_args(argv)
     params = params_from_args(args)
     from pipeline.data.synthetic import generate

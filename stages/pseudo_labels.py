@@ -7,39 +7,24 @@ metrics/pseudo_labels_scores.png.
 
 from __future__ import annotations
 
-import argparse
-import sys
-
-from pipeline.console import add_console_arguments, say, stage_console
-from pipeline.params import add_params_arguments, params_from_args
+from pipeline.console import say, stage_console
+from pipeline.entry import add_no_progress, add_split, command_parser, params_from_args, user_errors
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m stages.pseudo_labels", description=__doc__.splitlines()[0]
-    )
-    add_params_arguments(parser)
-    parser.add_argument(
-        "--split", default=None, help="converted split to label (default: dataset.train_split)"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_console_arguments(parser)
+    parser = command_parser("python -m stages.pseudo_labels", __doc__)
+    add_split(parser, "dataset.train_split")
+    add_no_progress(parser)
     args = parser.parse_args(argv)
     params = params_from_args(args)
     with stage_console("pseudo_labels", args.verbose):
-        _pseudo_labels(args, params)
+        from pipeline.formats.errors import DataError
+        from pipeline.steps import pseudo_labels
 
-
-def _pseudo_labels(args: argparse.Namespace, params) -> None:
-    from pipeline.formats.errors import DataError
-    from pipeline.steps import pseudo_labels
-
-    try:
-        manifest = pseudo_labels.run(params, split=args.split, progress=not args.no_progress)
-    except (DataError, ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
-    counts = ", ".join(f"{name}: {entry['boxes']} boxes" for name, entry in manifest["sources"].items())
-    say(f"pseudo labels for {manifest['split']}: {counts}")
+        with user_errors(DataError, ValueError, FileNotFoundError):
+            manifest = pseudo_labels.run(params, split=args.split, progress=not args.no_progress)
+        counts = ", ".join(f"{name}: {entry['boxes']} boxes" for name, entry in manifest["sources"].items())
+        say(f"pseudo labels for {manifest['split']}: {counts}")
 
 
 if __name__ == "__main__":

@@ -7,14 +7,44 @@ parent run `table<N>` with a child run per (row, seed). Example: `python -m stag
 from __future__ import annotations
 
 import argparse
-import sys
 
-from pipeline.console import add_console_arguments, say, stage_console
-from pipeline.params import add_params_arguments, params_from_args
+from pipeline.console import say, stage_console
+from pipeline.entry import command_parser, params_from_args, user_errors
+
+
+def add_trial_arguments(parser: argparse.ArgumentParser, per: str) -> None:
+    """What every sweep-shaped stage takes (this one and `stages.scaling`): seeds and the trial runner."""
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help=f"seeds per {per} (default: sweep.seeds)"
+    )
+    parser.add_argument(
+        "--runner",
+        default=None,
+        help="module:function a trial calls (default: pipeline.studies.sweep:train_track_evaluate, the real stages)",
+    )
+
+
+def run_and_report(name: str, args: argparse.Namespace, start) -> None:
+    """`start(common)` (a study driver given the shared keywords) inside stage `name`'s console."""
+    params = params_from_args(args)
+    with stage_console(name, args.verbose):
+        from pipeline.studies.sweep import DEFAULT_RUNNER, SweepError
+
+        common = dict(
+            params_file=args.params,
+            base_overrides=args.overrides,
+            seeds=args.seeds,
+            runner=args.runner or DEFAULT_RUNNER,
+        )
+        with user_errors(SweepError):
+            outcome, written = start(params, common)
+        for path in written:
+            say(str(path))
+        say(f"MLflow parent run: {outcome.parent_run_id}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.sweep", description=__doc__.splitlines()[0])
+    parser = command_parser("python -m stages.sweep", __doc__)
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--table", type=int, choices=(3, 4, 5), help="which ablation table")
     which.add_argument(
@@ -31,46 +61,22 @@ def main(argv: list[str] | None = None) -> None:
         help="with --study, run only these rows (repeatable): a label of the study, or LABEL=overrides "
         "on top of every strategy off",
     )
-    add_params_arguments(parser)
-    parser.add_argument(
-        "--seeds", type=int, nargs="+", default=None, help="seeds per row (default: sweep.seeds)"
-    )
+    add_trial_arguments(parser, "row")
     parser.add_argument(
         "--rows", type=int, nargs="+", default=None, help="1-based rows to run (default: all)"
     )
-    parser.add_argument(
-        "--runner",
-        default=None,
-        help="module:function a trial calls (default: pipeline.studies.sweep:train_track_evaluate, the real stages)",
-    )
-    add_console_arguments(parser)
     args = parser.parse_args(argv)
-    params = params_from_args(args)
-    with stage_console(f"table{args.table}" if args.table else args.study, args.verbose):
-        _run(args, params)
 
+    def start(params, common):
+        from pipeline.studies.study import STRATEGY_STUDY, parse_row, run_study
+        from pipeline.studies.sweep import run_table
 
-def _run(args: argparse.Namespace, params) -> None:
-    from pipeline.studies.study import STRATEGY_STUDY, parse_row, run_study
-    from pipeline.studies.sweep import DEFAULT_RUNNER, SweepError, run_table
-
-    common = dict(
-        params_file=args.params,
-        base_overrides=args.overrides,
-        seeds=args.seeds,
-        runner=args.runner or DEFAULT_RUNNER,
-    )
-    try:
         if args.table:
-            outcome, written = run_table(args.table, params, only_rows=args.rows, **common)
-        else:
-            rows = [parse_row(spec) for spec in args.study_rows or STRATEGY_STUDY]
-            outcome, written = run_study(args.study, rows, params, **common)
-    except SweepError as error:
-        sys.exit(f"error: {error}")
-    for path in written:
-        say(str(path))
-    say(f"MLflow parent run: {outcome.parent_run_id}")
+            return run_table(args.table, params, only_rows=args.rows, **common)
+        rows = [parse_row(spec) for spec in args.study_rows or STRATEGY_STUDY]
+        return run_study(args.study, rows, params, **common)
+
+    run_and_report(f"table{args.table}" if args.table else args.study, args, start)
 
 
 if __name__ == "__main__":

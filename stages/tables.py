@@ -6,49 +6,37 @@ Reads `metrics/{motr,motrv3}.json`, `data/pseudo_labels/` (scored into `metrics/
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-from pipeline.console import add_console_arguments, say, stage_console
-from pipeline.params import add_params_arguments, params_from_args
+from pipeline.console import say, stage_console
+from pipeline.entry import command_parser, params_from_args, user_errors
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.tables", description=__doc__.splitlines()[0])
-    add_params_arguments(parser)
+    parser = command_parser("python -m stages.tables", __doc__)
     parser.add_argument(
         "--root", default=".", help="directory holding metrics/, results/, models/ (default: .)"
     )
     parser.add_argument("--out", default=None, help="reports directory (default: <root>/reports)")
     parser.add_argument("--no-mlflow", action="store_true", help="write the files only")
-    add_console_arguments(parser)
     args = parser.parse_args(argv)
     params = params_from_args(args)
     with stage_console("tables", args.verbose):
-        _tables(args, params)
+        from pipeline.reporting.tables import ReportError
+        from pipeline.steps import tables
 
-
-def _tables(args: argparse.Namespace, params) -> None:
-    from pipeline.reporting.tables import ReportError
-    from pipeline.steps import tables
-
-    root = Path(args.root)
-    try:
-        written = tables.run(
-            params, root=root, out_dir=Path(args.out) if args.out else None, log_mlflow=not args.no_mlflow
-        )
-    except ReportError as error:
-        sys.exit(f"error: {error}")
-    tables = [str(path) for path in written if path.suffix == ".md"]
-    figures = [path for path in written if path.suffix == ".png"]
-    say(
-        f"wrote {', '.join(tables)} (+ CSVs), {len(figures)} figures in {figures[0].parent if figures else '-'}"
-    )
-    if not args.no_mlflow:
+        out_dir = Path(args.out) if args.out else None
+        with user_errors(ReportError):
+            written = tables.run(params, root=Path(args.root), out_dir=out_dir, log_mlflow=not args.no_mlflow)
+        reports = [str(path) for path in written if path.suffix == ".md"]
+        figures = [path for path in written if path.suffix == ".png"]
         say(
-            f"MLflow: run 'tables' in experiment '{params.mlflow.experiment}', rows as metrics (table1/<row>/HOTA, ...)"
+            f"wrote {', '.join(reports)} (+ CSVs), {len(figures)} figures in {figures[0].parent if figures else '-'}"
         )
+        if not args.no_mlflow:
+            say(
+                f"MLflow: run 'tables' in experiment '{params.mlflow.experiment}', rows as metrics (table1/<row>/HOTA, ...)"
+            )
 
 
 if __name__ == "__main__":

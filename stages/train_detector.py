@@ -6,12 +6,11 @@ the `detector.*` schedule (epochs, lr_drop, max_steps_per_epoch).
 
 from __future__ import annotations
 
-from pipeline.steps.train.driver import stage_main, stage_parser
+from stages.train import train, train_parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = stage_parser("python -m stages.train_detector", __doc__.splitlines()[0], None)
-    stage_main(parser.parse_args(argv), "detector")
+    train(train_parser("python -m stages.train_detector", __doc__, None).parse_args(argv), "detector")
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ def test_missing_detector_checkpoint_names_the_file(tiny, tmp_path):
     from stages.baselines import main
 
     missing = tmp_path / "nowhere" / "checkpoint.pt"
-    args = ["--params", str(REPO / "params.yaml"), "--clips", str(tiny / "clips"), "--no-progress",
+    args = ["--params", str(REPO / "params.yaml"), "--clips-dir", str(tiny / "clips"), "--no-progress",
             "--results", str(tmp_path / "results"), "--metrics-dir", str(tmp_path / "metrics")]  # fmt: skip
     with pytest.raises(SystemExit, match=f"error: {missing}: no detector checkpoint"):
         main(args + [f"--set={o}" for o in TINY] + ["--checkpoint", str(missing)])
@@ -154,7 +154,7 @@ def test_stage_runs_our_detector_end_to_end(tiny, tmp_path, capsys):
     _tiny_detector(checkpoint)
     clips = tmp_path / "data" / "clips"
     shutil.copytree(tiny / "clips", clips)
-    args = ["--params", str(REPO / "params.yaml"), "--clips", str(clips), "--no-progress",
+    args = ["--params", str(REPO / "params.yaml"), "--clips-dir", str(clips), "--no-progress",
             "--results", str(tmp_path / "results"), "--metrics-dir", str(tmp_path / "metrics")]  # fmt: skip
     main(args + [f"--set={o}" for o in TINY] + [f"--set=pseudo_labels.detector_checkpoint={checkpoint}"])
     out = capsys.readouterr().out

@@ -187,7 +187,7 @@ def test_export_and_track_commands(model, tracking_cfg, tmp_path):
 
     from motrv3.checkpoint import save_checkpoint
     from motrv3.config import to_dict
-    from motrv3.export import main as export_main
+    from pipeline.commands.export import main as export_main
 
     demo = pytest.importorskip("pipeline.demo")
     tracking = to_dict(tracking_cfg)

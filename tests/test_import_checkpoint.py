@@ -176,7 +176,7 @@ def test_motrv2_checkpoint_imported_tracked_and_scored(tmp_path, monkeypatch, ca
         "motrv2",
         "--split",
         "val",
-        "--clips",
+        "--clips-dir",
         str(clips.parent),
     ]
     track_stage([*common, "--checkpoint", str(checkpoint), "--out", str(results), "--no-progress"])

@@ -66,7 +66,7 @@ def test_each_variant_carries_its_scores_beside_its_params(tmp_path, local_ray, 
         metrics = train(params, "motrv3", models, clips_dir=clips, progress=False)
         run_ids[groups] = metrics["mlflow_run_id"]
         results = tmp_path / f"results_{groups}"
-        common = [*as_stage, "--method", "motrv3", "--clips", str(clips)]
+        common = [*as_stage, "--method", "motrv3", "--clips-dir", str(clips)]
         track_main([*common, "--checkpoint", str(models / "checkpoint.pt"), "--out", str(results)])
         assert json.loads((results / "fps.json").read_text())["training"]["mlflow_run_id"] == run_ids[groups]
         evaluate_main(

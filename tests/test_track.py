@@ -102,7 +102,7 @@ def test_track_stage_writes_one_file_per_sequence_and_fps(tiny_run, tmp_path, mo
     out = tmp_path / "results" / "tiny" / "val"
     track_main(
         ["--params", str(params_file), "--method", "tiny", "--split", "val", "--checkpoint", str(checkpoint)]
-        + ["--clips", str(clips.parent), "--out", str(out), "--set", "track.save_video=true"]
+        + ["--clips-dir", str(clips.parent), "--out", str(out), "--set", "track.save_video=true"]
     )
     sequences = sorted(p.name for p in raw_split.iterdir())
     assert sorted(p.stem for p in out.glob("*.txt")) == sequences
@@ -122,7 +122,7 @@ def test_track_stage_writes_one_file_per_sequence_and_fps(tiny_run, tmp_path, mo
     # evaluate on the same split: TrackEval metrics of a random model, FPS carried over
     monkeypatch.chdir(tmp_path)
     evaluate_main(
-        ["--params", str(params_file), "--method", "tiny", "--split", "val", "--clips", str(clips.parent)]
+        ["--params", str(params_file), "--method", "tiny", "--split", "val", "--clips-dir", str(clips.parent)]
         + ["--results", str(out), "--metrics-dir", str(tmp_path / "metrics")]
     )
     metrics = json.loads((tmp_path / "metrics" / "tiny.json").read_text())
@@ -174,7 +174,7 @@ def test_evaluate_stage_zips_an_unlabelled_split(tmp_path, monkeypatch):
         (results / f"{name}.txt").write_text("1,1,5,5,10,20,0.9,-1,-1,-1\n3,1,6,5,10,20,0.8,-1,-1,-1\n")
     params_file = _params_file(tmp_path, params)
     monkeypatch.chdir(tmp_path)
-    argv = ["--params", str(params_file), "--method", "tiny", "--split", "test", "--clips", "clips"]
+    argv = ["--params", str(params_file), "--method", "tiny", "--split", "test", "--clips-dir", "clips"]
     evaluate_main(argv)
     with zipfile.ZipFile(tmp_path / "results" / "tiny" / "test-submission.zip") as bundle:
         assert sorted(bundle.namelist()) == [f"{name}.txt" for name in names]

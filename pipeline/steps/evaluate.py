@@ -2,34 +2,36 @@
 
 A labelled split gives `metrics/<stem>.json` (flat, percentages, plus FPS from the track step's
 fps.json) and `metrics/<stem>_per_sequence.csv`; a split without labels (test) gives a submission
-archive. `main` is `motrv3 evaluate`: any tracker's MOTChallenge files against any ground truth.
+archive. The scores also go onto the MLflow run of the training behind the results (named in
+fps.json by the track step), so MLflow's Compare shows them beside that training's params.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
+import json
 from pathlib import Path
 
 from pipeline.evaluation.benchmarks import benchmark_of
 from pipeline.evaluation.split import score_split
-from pipeline.evaluation.submission import make_submission
-from pipeline.evaluation.trackeval_runner import (
-    HEADLINE_KEYS,
-    Evaluation,
-    EvaluationError,
-    discover_sequences,
-    evaluate_folder,
-    format_table,
-    has_labels,
-    write_metrics_json,
-    write_per_sequence_csv,
-)
-from pipeline.formats.errors import DataError
+from pipeline.evaluation.submission import submission_path
+from pipeline.evaluation.trackeval_runner import Evaluation, EvaluationError, format_table
 from pipeline.params import Params
-from pipeline.paths import METRICS_DIR
+from pipeline.paths import FPS_FILE, METRICS_DIR
 
-__all__ = ["HEADLINE_KEYS", "EvaluationError", "benchmark_of", "format_table", "main", "run"]
+__all__ = [
+    "EvaluationError",
+    "benchmark_of",
+    "format_table",
+    "log_to_training_run",
+    "metrics_stem",
+    "run",
+    "run_method",
+]
+
+
+def metrics_stem(params: Params, method: str, split: str) -> str:
+    """The eval split's metrics are the method's headline numbers; other splits get their own name."""
+    return method if split == params.dataset.eval_split else f"{method}_{split}"
 
 
 def run(
@@ -45,46 +47,33 @@ def run(
     return score_split(params, results, dataset_dir, metrics_dir, stem, benchmark, submission_archive)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`motrv3 evaluate --gt DIR --results DIR`: score any tracker's MOTChallenge result files."""
-    parser = argparse.ArgumentParser(
-        prog="motrv3 evaluate",
-        description="Score MOTChallenge result files (RESULTS/<seq>.txt) against MOTChallenge-layout ground "
-        "truth (GT/<seq>/{seqinfo.ini,gt/gt.txt}) with TrackEval; ground truth without labels (a test "
-        "split) gets a submission archive instead.",
+def run_method(
+    params: Params, method: str, split: str, dataset_dir: Path, results: Path, metrics_dir: Path
+) -> Evaluation | Path:
+    """`run` for `results/<method>/<split>`: metrics under the method's stem, else its archive."""
+    return run(
+        params,
+        results,
+        dataset_dir,
+        metrics_dir,
+        metrics_stem(params, method, split),
+        submission_archive=submission_path(method, split),
     )
-    parser.add_argument(
-        "--gt", required=True, type=Path, help="ground-truth folder, one sub-folder per sequence"
-    )
-    parser.add_argument("--results", required=True, type=Path, help="folder of <seq>.txt result files")
-    parser.add_argument(
-        "--benchmark",
-        default="synthetic",
-        help="MOT17, MOT16, MOT20 (distractor preprocessing), DanceTrack, synthetic, custom (class 1 only); "
-        "default: %(default)s",
-    )
-    parser.add_argument("--json", type=Path, help="write the flat metrics JSON here")
-    parser.add_argument("--csv", type=Path, help="write the per-sequence CSV here")
-    parser.add_argument(
-        "--submission", type=Path, help="archive path for unlabelled ground truth (default: RESULTS.zip)"
-    )
-    args = parser.parse_args(argv)
-    try:
-        sequences = discover_sequences(args.gt)
-        if not has_labels(sequences):
-            archive = args.submission or args.results.with_suffix(".zip")
-            names = make_submission(args.results, sequences, args.benchmark, archive)
-            print(f"no labels in {args.gt}: wrote submission archive {archive} ({len(names)} files)")
-            return
-        evaluation = evaluate_folder(args.gt, args.results, args.benchmark)
-    except (DataError, FileNotFoundError, ValueError, EvaluationError) as error:
-        sys.exit(f"error: {error}")
-    if args.json:
-        write_metrics_json(evaluation, args.json)
-    if args.csv:
-        write_per_sequence_csv(evaluation, args.csv)
-    print(format_table(evaluation))
 
 
-if __name__ == "__main__":
-    main()
+def log_to_training_run(params: Params, results: Path, metrics_dir: Path, stem: str, split: str) -> str:
+    """The scores onto the training's MLflow run (prefixed `<split>/` for a split other than the
+    eval split); returns the line to show."""
+    from pipeline.mlflow_utils import log_scores
+
+    fps_file = results / FPS_FILE
+    timing = json.loads(fps_file.read_text()) if fps_file.is_file() else {}
+    run_id = (timing.get("training") or {}).get("mlflow_run_id")
+    if not run_id:
+        return "MLflow: no training run recorded with these results (not from the train stage); not logged"
+    scores = json.loads((metrics_dir / f"{stem}.json").read_text())
+    prefix = "" if split == params.dataset.eval_split else f"{split}/"
+    files = [metrics_dir / f"{stem}.json", metrics_dir / f"{stem}_per_sequence.csv"]
+    if not log_scores(run_id, scores, params.mlflow.tracking_uri, prefix, files):
+        return f"MLflow: training run {run_id} is not in the store; scores not logged"
+    return f"MLflow: {prefix}HOTA and {len(scores) - 1} more scores logged on training run {run_id}"

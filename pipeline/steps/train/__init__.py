@@ -1,6 +1,6 @@
 """The train step: `run(params, method)` trains MOTR, MOTRv3 or the PLD detector with Ray Train.
 
-driver (Ray Train run, export, stage CLI) → worker (per-rank loop) → distributed (all-reduce,
+driver (Ray Train run, export) → worker (per-rank loop) → distributed (all-reduce,
 gather, seeds) / checkpoints (state in Ray checkpoints) / telemetry (progress + MLflow) / optim.
 """
 

@@ -23,12 +23,10 @@ the only writer to MLflow.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,9 +40,9 @@ from ray.util.queue import Queue
 import motrv3
 from motrv3.backbone import WEIGHT_SOURCES, missing_weights_error
 from pipeline import paths
-from pipeline.console import add_console_arguments, say, stage_console
+from pipeline.console import say
 from pipeline.identity import work_key
-from pipeline.params import Params, add_params_arguments, params_from_args
+from pipeline.params import Params
 from pipeline.ray_utils import init_ray
 from pipeline.steps.train.checkpoints import load_state
 from pipeline.steps.train.methods import TrainingError, check_inputs, method_params
@@ -334,54 +332,3 @@ def learning_curve_text(history: list[dict[str, Any]]) -> str:
         values += [round(val[key], 3) if key in val else "" for key in keys]
         lines.append(",".join("" if v is None else str(v) for v in values))
     return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------- stage entry points
-
-
-def stage_parser(prog: str, description: str, methods: tuple[str, ...] | None) -> argparse.ArgumentParser:
-    """The shared command line of `stages.train` and `stages.train_detector`."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    if methods:
-        parser.add_argument("--method", choices=methods, required=True, help="what to train")
-    add_params_arguments(parser)
-    parser.add_argument("--output-dir", default=None, help="default: models/<method>")
-    parser.add_argument("--clips-dir", default=str(paths.CLIPS_DIR), help="default: %(default)s")
-    parser.add_argument(
-        "--pseudo-labels-dir", default=str(paths.PSEUDO_LABELS_DIR), help="PLD labels (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--fresh", action="store_true", help="discard this config's checkpoints and start over"
-    )
-    parser.add_argument(
-        "--no-progress", action="store_true", help="no live progress bar: one plain line per epoch"
-    )
-    add_console_arguments(parser)
-    return parser
-
-
-def stage_main(args: argparse.Namespace, method: str) -> dict[str, Any]:
-    """Train with a clean console (`pipeline.console`: Ray's output goes to logs/train_<method>.log)."""
-    params = params_from_args(args)
-    with stage_console("train_detector" if method == "detector" else f"train_{method}", args.verbose):
-        try:
-            metrics = run(
-                params,
-                method,
-                args.output_dir,
-                clips_dir=args.clips_dir,
-                pseudo_labels_dir=args.pseudo_labels_dir,
-                fresh=args.fresh,
-                progress=not args.no_progress,
-            )
-        except TrainingError as error:
-            sys.exit(f"error: {error}")
-        loss = metrics["final_losses"].get("loss")
-        resumed = metrics["resumed_from_step"]
-        say(
-            f"{method}: {metrics['epochs']} epochs, {metrics['global_steps']} steps, final loss "
-            f"{loss:.3f}, {metrics['clips_per_s']:.2f} clips/s, {metrics['wall_seconds']:.0f} s"
-            + (f" (resumed from step {resumed})" if resumed else "")
-            + f" → {Path(args.output_dir or paths.MODELS_DIR / method) / 'checkpoint.pt'}"
-        )
-    return metrics

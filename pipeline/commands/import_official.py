@@ -11,16 +11,16 @@ the params (`--params`, `--set`, which win over the file), maps the weights
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from pipeline.params import DEFAULT_PARAMS_FILE, ParamsError, add_params_arguments, load_params, resolve
+from pipeline.entry import add_params_arguments, command_parser, user_errors
+from pipeline.params import DEFAULT_PARAMS_FILE, ParamsError, load_params, resolve
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="motrv3 import", description=__doc__.splitlines()[0])
+    parser = command_parser("motrv3 import", __doc__, params=False, console=False)
     parser.add_argument("source", type=Path, help="the official checkpoint (.pth)")
     parser.add_argument(
         "--layout",
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     layout = LAYOUT_NAMES[args.layout]
-    try:
+    with user_errors(FileNotFoundError, ValueError, ParamsError):
         state, file_args, _ = read_official(args.source)
         if detect_layout(state) != layout:  # a wrong --layout maps little: the report would show it
             print(f"warning: the keys of {args.source} look like {detect_layout(state)}'s", file=sys.stderr)
@@ -61,8 +61,6 @@ def main(argv: list[str] | None = None) -> None:
         path, report, _ = import_checkpoint(
             args.source, layout, args.out, config, seed=params.seed, strict=args.strict
         )
-    except (FileNotFoundError, ValueError, ParamsError) as error:
-        sys.exit(f"error: {error}")
     model, data, tracking = params.model, params.data, params.tracking
     print(
         f"{path}: {args.layout} weights of {args.source} in a {model.backbone} model, d_model {model.d_model}, "
