@@ -275,6 +275,10 @@ class SweepParams(_Section):
     split: str | None = None  # split the rows are evaluated on; None = dataset.eval_split (§4.4: val)
     # Table 4's pseudo-label sources; "a+b" trains on both sources in parallel (pld.combine).
     pld_sources: list[str] = Field(default_factory=lambda: ["detector", "detfile", "gt", "detector+detfile"])
+    # Each trial also tracks its split at these birth thresholds (tracking.new_track_score; keep
+    # moved by the same amount): one shared grid, so no single threshold decides a comparison
+    # (pipeline/studies/operating_points.py). Empty: only the profile's thresholds.
+    birth_thresholds: list[float] = Field(default_factory=list)
 
 
 class ScalingParams(_Section):

@@ -15,8 +15,8 @@ from pipeline.params import DEFAULT_PARAMS_FILE, Params, switch_overrides
 from pipeline.reporting.paper_results import METRICS
 from pipeline.reporting.tables import Comparison, write_comparison
 from pipeline.studies.sweep import DEFAULT_RUNNER, SweepError, SweepOutcome, SweepRow, run_sweep
-from pipeline.studies.trial_outputs import dynamics_figure, rows_dir_of
-from pipeline.studies.verdicts import verdict_lines
+from pipeline.studies.trial_outputs import rows_dir_of
+from pipeline.studies.trial_reports import measured_notes, sweep_figures
 
 # The strategies study (issue #24, docs/strategies.md): each reading of a strategy on its own, from
 # one command (`make strategies-study`). Label → overrides on top of every strategy switched off.
@@ -73,6 +73,7 @@ def run_study(
     outcome = run_sweep(name, rows, params, params_file=params_file, base_overrides=base_overrides,
                         seeds=seeds, runner=runner, root=root, parent_tags={"study": name})  # fmt: skip
     split = params.sweep.split or params.dataset.eval_split
+    rows_dir = rows_dir_of(params, root, name)
     seeds_run = sorted({int(t["seed"]) for t in outcome.trials})
     comparison = Comparison(
         name=name,
@@ -81,11 +82,9 @@ def run_study(
         columns=("overrides",),
         metrics=METRICS,
         measured=outcome.rows,
-        measured_notes=verdict_lines(outcome.rows, outcome.trials),
+        measured_notes=measured_notes(outcome, rows_dir),
         notes=[f"MLflow: parent run `{name}` ({outcome.parent_run_id}) with one child run per trial."],
     )
     out_dir = reports_dir or root / paths.REPORTS_DIR
     written = list(write_comparison(comparison, out_dir))
-    return outcome, written + dynamics_figure(
-        rows, rows_dir_of(params, root, name), out_dir / f"{name}_dynamics.png"
-    )
+    return outcome, written + sweep_figures(name, rows, rows_dir, out_dir)

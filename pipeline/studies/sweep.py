@@ -35,9 +35,10 @@ from pipeline.reporting.tables import (
     log_comparison,
     write_comparison,
 )
+from pipeline.studies.operating_points import points_as_metrics, track_operating_points
 from pipeline.studies.rows import SweepRow
-from pipeline.studies.trial_outputs import dynamics_figure, row_slug, rows_dir_of
-from pipeline.studies.verdicts import verdict_lines
+from pipeline.studies.trial_outputs import row_slug, rows_dir_of
+from pipeline.studies.trial_reports import measured_notes, sweep_figures
 
 DEFAULT_RUNNER = "pipeline.studies.sweep:train_track_evaluate"
 EVAL_FILE = "eval.json"
@@ -129,7 +130,8 @@ def trial_inputs(params: Params, root: Path, split: str) -> list[Path]:
 def trial_key(label: str, params: Params, inputs: Sequence[Path] = ()) -> str:
     """`<row slug>-<hash>` of the effective params and the input data: a changed config or changed
     data never reuses old outputs."""
-    return work_key(row_slug(label), params, inputs, digits=10)
+    # The grid of birth thresholds only adds scores of the trained model: not part of the trial.
+    return work_key(row_slug(label), params, inputs, exclude={"sweep": ["birth_thresholds"]}, digits=10)
 
 
 def train_track_evaluate(
@@ -238,6 +240,10 @@ def run_trial(config: dict[str, Any]) -> None:
         numbers = {
             k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
         }
+        if params.sweep.birth_thresholds:  # also added to a reused trial: cheap next to training
+            points = track_operating_points(params, out_dir / "model" / "checkpoint.pt",
+                                            root / paths.CLIPS_DIR / split, out_dir, params.sweep.birth_thresholds)  # fmt: skip
+            numbers.update(points_as_metrics(points))
         if metrics.get("train_mlflow_run_id"):
             client.set_tag(run_id, "train_mlflow_run_id", metrics["train_mlflow_run_id"])
         from mlflow.entities import Metric
@@ -382,6 +388,7 @@ def run_table(
         f"table{table}", rows, params, params_file=params_file, base_overrides=base_overrides,
         seeds=seeds, runner=runner, root=root, parent_tags={"table": str(table)},
     )  # fmt: skip
+    rows_dir = rows_dir_of(params, root, f"table{table}")
     paper = reported(table)
     columns = paper.columns if table != 4 else ("source",)
     split = params.sweep.split or params.dataset.eval_split
@@ -405,14 +412,11 @@ def run_table(
         measured=outcome.rows,
         paper=paper,
         notes=notes,
-        measured_notes=verdict_lines(outcome.rows, outcome.trials),
+        measured_notes=measured_notes(outcome, rows_dir),
     )
     out_dir = reports_dir or root / paths.REPORTS_DIR
     written = list(write_comparison(comparison, out_dir))
-    # Fig. 2(d) / Fig. 6 per row (mean over its seeds), as the strategies study plots them.
-    written += dynamics_figure(
-        rows, rows_dir_of(params, root, f"table{table}"), out_dir / f"table{table}_dynamics.png"
-    )
+    written += sweep_figures(f"table{table}", rows, rows_dir, out_dir)
     uri = tracking_uri(params.mlflow.tracking_uri, root)
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=outcome.parent_run_id):
