@@ -31,3 +31,11 @@ def test_verdict_lines_list_seeds_in_order_and_the_deltas():
     assert lines[2] == "- Base: HOTA per seed 44.0 / 46.0"
     assert lines[3] == "- MOTRv3: HOTA per seed 47.0 / 49.0; HOTA +3.0 (beyond), DetA +0.5 (within)"
     assert verdict_lines([base]) == []
+
+
+def test_table3_row_numbers_are_shown_with_their_strategies():
+    from pipeline.studies.rows import shown_label
+
+    assert shown_label("2", {"rfs": True, "pld": False, "tgd": False}) == "2 RFS"
+    assert shown_label("5", {"rfs": True, "pld": True, "tgd": False}) == "5 RFS+PLD"
+    assert shown_label("1 Base", {"rfs": False}) == "1 Base" and shown_label("7", {}) == "7"

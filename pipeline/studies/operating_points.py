@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +79,12 @@ def row_points(label: str, rows_dir: Path) -> dict[str, list[dict[str, float]]]:
     return dict(sorted(found.items()))
 
 
-def operating_points_section(labels: Sequence[str], rows_dir: Path, metric: str = "HOTA") -> list[str]:
-    """Markdown: `metric` (mean ± std over seeds) per row and birth threshold, and each row's best."""
-    table = {label: row_points(label, rows_dir) for label in labels}
+def operating_points_section(
+    labels: Sequence[str], rows_dir: Path, metric: str = "HOTA", names: Mapping[str, str] = {}
+) -> list[str]:
+    """Markdown: `metric` (mean ± std over seeds) per row and birth threshold, and each row's best
+    (`names`: how a label is shown)."""
+    table = {names.get(label, label): row_points(label, rows_dir) for label in labels}
     keys = sorted({key for points in table.values() for key in points})
     if not keys:
         return []
@@ -112,14 +115,16 @@ def operating_points_section(labels: Sequence[str], rows_dir: Path, metric: str 
     return lines
 
 
-def operating_points_figure(labels: Sequence[str], rows_dir: Path, path: Path) -> list[Path]:
+def operating_points_figure(
+    labels: Sequence[str], rows_dir: Path, path: Path, names: Mapping[str, str] = {}
+) -> list[Path]:
     """HOTA, DetA and AssA against the birth threshold, one line per row (mean over seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = {label: row_points(label, rows_dir) for label in labels}
+    table = {names.get(label, label): row_points(label, rows_dir) for label in labels}
     if not any(table.values()):
         return []
     shown = ("HOTA", "DetA", "AssA")

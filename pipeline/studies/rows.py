@@ -27,3 +27,15 @@ class SweepRow:
             "overrides": list(self.overrides),
             "method": self.method,
         }
+
+
+STRATEGIES = ("rfs", "pld", "tgd")
+
+
+def shown_label(label: str, settings: dict[str, Any]) -> str:
+    """A label as figures and notes show it: Table 3's bare row numbers get their strategies
+    ("2" → "2 RFS", "5" → "5 RFS+PLD"); every other label as it is."""
+    if not label.isdigit():
+        return label
+    switched = [name.upper() for name in STRATEGIES if settings.get(name) is True]
+    return f"{label} {'+'.join(switched)}" if switched else label

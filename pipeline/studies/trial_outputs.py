@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline import paths
+from pipeline.studies.rows import SweepRow, shown_label
 
 if TYPE_CHECKING:
     from pipeline.params import Params
-    from pipeline.studies.rows import SweepRow
 
 DYNAMICS = ("early_track_share", "misaligned_share", "duplicates_per_label", "track_score_present")
 
@@ -52,7 +52,7 @@ def dynamics_figure(rows: Sequence[SweepRow], rows_dir: Path, path: Path) -> lis
 
     from pipeline.reporting.figures import save_figure
 
-    table = {row.label: row_dynamics(row.label, rows_dir) for row in rows}
+    table = {shown_label(row.label, row.settings): row_dynamics(row.label, rows_dir) for row in rows}
     if not any(series for row in table.values() for series in row.values()):
         return []
     fig, axes = plt.subplots(1, len(DYNAMICS), figsize=(4.2 * len(DYNAMICS), 3.4))

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeline.reporting.tables import MeasuredRow
+from pipeline.studies.rows import shown_label
 
 VERDICT_METRICS = ("HOTA", "DetA", "AssA", "MOTA")
 
@@ -33,13 +34,16 @@ def verdict_lines(
     if len(rows) < 2:
         return []
     base = rows[0]
-    lines = [f"Against {base.label} (beyond = |Δ mean| > the larger std of the two rows):", ""]
+    lines = [
+        f"Against {shown_label(base.label, base.settings)} (beyond = |Δ mean| > the larger std of the two rows):",
+        "",
+    ]
     for row in rows:
         seeds = sorted(
             (int(t["seed"]), float(t["HOTA"])) for t in trials if t.get("row") == row.label and "HOTA" in t
         )
         per_seed = " / ".join(f"{hota:.1f}" for _, hota in seeds)
-        text = f"- {row.label}: HOTA per seed {per_seed or '—'}"
+        text = f"- {shown_label(row.label, row.settings)}: HOTA per seed {per_seed or '—'}"
         if row is not base:
             parts = []
             for metric in metrics:
