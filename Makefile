@@ -63,7 +63,8 @@ gpu-check:
 
 ## Table 3 over seeds (README "Table 3 over seeds"): its six rows (Base, RFS, PLD, TGD, RFS+PLD,
 ## MOTRv3), 3 seeds each, at the default budget (no per-epoch validation: each trial is scored once
-## at its end); ~1.5 h on 2 cores. Needs the default pipeline's detector and pseudo labels.
+## at its end), then each trial at sweep.birth_thresholds; ~1 h 25 min on 2 cores. Needs the default
+## pipeline's detector and pseudo labels.
 table3-study: run
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m stages.sweep --table 3 --seeds 0 1 2 \
 		--set train.validate_every_epochs=0
