@@ -145,16 +145,8 @@ def run(args) -> dict:
             load_params(REPO_ROOT / "params.yaml", ["data.clip_length=5", "train.clip_lengths=[]"]), "motr"
         )
         torch.manual_seed(0)
-        model = motrv3.build_model(
-            params.model.to_config(), params.tracking.to_config(), params.tgd.to_config()
-        )
-        criterion = motrv3.build_criterion(
-            params.model.to_config(),
-            params.loss.to_config(),
-            params.rfs.to_config(),
-            params.pld.to_config(),
-            params.tgd.to_config(),
-        )
+        components = motrv3.build(params.library_config())  # the one build path, as the worker
+        model, criterion = components.model, components.criterion
         optimizer, _ = build_optimizer(
             model,
             params.train.lr,

@@ -1,15 +1,5 @@
-"""Tracking a video, frame folder, sequence, split, camera or stream with a checkpoint (`motrv3 track`,
-`pipeline.commands.track`): an annotated video and the MOTChallenge txt.
-
-Input: a video file OpenCV can read, a folder of frames (sorted by name), a MOTChallenge sequence
-folder (`img1/` + `seqinfo.ini`, whose frame rate is used), a split folder of such sequences
-(each tracked from a fresh state by one model), a camera index (`0`) or a stream URL (`rtsp://`,
-`http://`; until its end, `--max-frames` or Ctrl-C). Output in `--out`: the video drawn with
-supervision's annotators (boxes, identities, the trail of each identity's recent centres; H.264
-`.mp4` or VP9 `.webm`, which browsers play, else mp4v `.mp4`; `--no-video`: none) and `<name>.txt`
-(`frame,id,x,y,w,h,score,-1,-1,-1`, pixels of the input). Device: CUDA when present (`--bf16`:
-bfloat16 autocast there), else CPU; an .onnx runs on onnxruntime's CUDA provider when it has one.
-"""
+"""Tracking a video, frame folder, sequence, split, camera or stream with a checkpoint: the work
+behind `motrv3 track` (`pipeline.commands.track`, whose docstring lists the inputs and outputs)."""
 
 from __future__ import annotations
 

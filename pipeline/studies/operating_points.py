@@ -109,7 +109,7 @@ def operating_points_section(
         cells.append(
             "—"
             if best is None
-            else f"{best[1]:.1f}" + (f" ± {best[2]:.1f}" if best[2] else "") + f" at {best[0]}"
+            else f"{best[1]:.1f}" + (f" ± {best[2]:.1f}" if best[2] is not None else "") + f" at {best[0]}"
         )
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -123,6 +123,8 @@ def operating_points_figure(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from pipeline.reporting.figures import save_figure
 
     table = {names.get(label, label): row_points(label, rows_dir) for label in labels}
     if not any(table.values()):
@@ -150,10 +152,7 @@ def operating_points_figure(
     fig.legend(
         handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=min(3, len(names)), fontsize=8
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with paths.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
     csv_path = path.with_suffix(".csv")
     paths.write_text_atomic(csv_path, "\n".join(lines) + "\n")
     return [path, csv_path]
