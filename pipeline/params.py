@@ -278,7 +278,7 @@ class SweepParams(_Section):
     # Each trial also tracks its split at these birth thresholds (tracking.new_track_score; keep
     # moved by the same amount): one shared grid, so no single threshold decides a comparison
     # (pipeline/studies/operating_points.py). Empty: only the profile's thresholds.
-    birth_thresholds: list[float] = Field(default_factory=list)
+    birth_thresholds: list[Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=list)
 
 
 class ScalingParams(_Section):

@@ -84,3 +84,10 @@ def test_a_real_track_and_score_at_each_threshold_and_only_the_missing_ones_on_r
     again = track_operating_points(params, checkpoint, clips, trial, [0.0, 0.99, 0.5])
     assert sorted(again) == ["0.00", "0.50", "0.99"] and again["0.00"] == points["0.00"]
     assert not (trial / "operating_points" / "0.00").exists()
+
+
+def test_a_threshold_outside_0_1_is_refused_naming_the_field():
+    from pipeline.params import ParamsError
+
+    with pytest.raises(ParamsError, match="birth_thresholds"):
+        load_params(REPO / "params.yaml", ["sweep.birth_thresholds=[0.4, 1.5]"])
