@@ -22,6 +22,9 @@ class Track:
     track_id: int
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the original image
     score: float
+    # Class index 0..C-1 (the model's logits): the argmax at the track's birth, kept for its life,
+    # so one identity is one class (per-class scoring splits no track; a class flip is no new id).
+    label: int = 0
 
 
 def resized_shape(height: int, width: int, size: int, max_size: int | None) -> tuple[int, int]:
@@ -88,6 +91,7 @@ class Tracker:
         """Start a new video: no tracks, ids from 1."""
         self.tracks: TrackState = self.model.empty_tracks()
         self.next_id = 1
+        self.labels: dict[int, int] = {}  # track id → class index at birth (live tracks only)
 
     @torch.inference_mode()
     def step(self, image) -> list[Track]:
@@ -106,12 +110,20 @@ class Tracker:
             cfg.keep_track_score,
             cfg.miss_tolerance,
         )
+        first_new = self.next_id
         self.next_id = decision.next_id
+        if self.next_id > first_new:  # births this frame: their detect query's class
+            born = (decision.ids >= first_new).nonzero(as_tuple=True)[0]
+            classes = out.logits[-1, born].argmax(-1)
+            self.labels.update(zip(decision.ids[born].tolist(), classes.tolist(), strict=True))
         reported = decision.report.nonzero(as_tuple=True)[0]
         boxes = _to_pixels(out.boxes[-1, reported], height, width).cpu().tolist()
         ids = decision.ids[reported].cpu().tolist()
         confidences = scores[reported].cpu().tolist()
         keep = decision.keep.nonzero(as_tuple=True)[0]
+        live = decision.ids[keep].tolist()
+        labels = [self.labels[i] for i in ids]
+        self.labels = {i: self.labels[i] for i in live}
         self.tracks = self.model.next_tracks(
             out,
             self.tracks,
@@ -120,7 +132,10 @@ class Tracker:
             decision.misses[keep],
             update_threshold=cfg.keep_track_score,
         )
-        return [Track(int(i), tuple(b), float(s)) for i, b, s in zip(ids, boxes, confidences, strict=True)]
+        return [
+            Track(int(i), tuple(b), float(s), int(c))
+            for i, b, s, c in zip(ids, boxes, confidences, labels, strict=True)
+        ]
 
 
 @torch.inference_mode()

@@ -4,14 +4,21 @@ Each entry names the reader of its raw layout (the convert step's choice), the g
 the readers apply (`pipeline.formats.motchallenge.BENCHMARKS`: which classes are valid, MOT17's
 detector copies) and the TrackEval benchmark that scores it (`pipeline.evaluation.benchmarks`).
 The params schema's `dataset.name` choices are this table's keys. A new dataset is one entry here.
+
+Classes: every dataset has one class by default, MOTChallenge's class 1 (pedestrian), which is what
+the paper's benchmarks (MOT17, DanceTrack) score. Only a dataset with `multiclass` set (custom
+data) takes another `dataset.classes` mapping (gt class id → name); its order gives the training
+labels 0..C-1 and `model.num_classes` = C.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.formats.motchallenge import BENCHMARKS as RULES
 from pipeline.paths import RAW_SYNTHETIC_DIR
@@ -19,14 +26,21 @@ from pipeline.paths import RAW_SYNTHETIC_DIR
 # By name, not imported: the params schema imports this table, and every stage imports the schema.
 MOTCHALLENGE_READER = "pipeline.data.sequences:read_split"
 
+# MOTChallenge's class 1, the one class of the paper's benchmarks (TrackEval's class name).
+DEFAULT_CLASSES: dict[int, str] = {1: "pedestrian"}
+CLASS_NAME = re.compile(r"[A-Za-z0-9_-]+")  # class names become metric keys and table rows
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str  # `dataset.name`
-    reader: str  # `module:function` (root, split, rules, issues) → sequences: the raw layout's reader
+    reader: (
+        str  # `module:function` (root, split, rules, issues, classes=) → sequences: the raw layout's reader
+    )
     rules: str  # ground-truth rules of the readers (one of motchallenge.BENCHMARKS)
     benchmark: str  # the TrackEval benchmark that scores it (pipeline.evaluation.benchmarks)
     default_root: Path | None = None  # None: `dataset.root` is required
+    multiclass: bool = False  # `dataset.classes` may name other gt classes than DEFAULT_CLASSES
 
     def __post_init__(self):
         if self.rules not in RULES:
@@ -47,8 +61,45 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("dancetrack", MOTCHALLENGE_READER, "dancetrack", "DanceTrack"),
         # MOT17's -DPM/-FRCNN/-SDP copies merged; distractor classes as the MOTChallenge server.
         DatasetSpec("mot17", MOTCHALLENGE_READER, "mot17", "MOT17"),
-        DatasetSpec("custom", MOTCHALLENGE_READER, "custom", "custom"),
+        DatasetSpec("custom", MOTCHALLENGE_READER, "custom", "custom", multiclass=True),
     )
 }
 
 DATASET_NAMES = tuple(DATASETS)  # the schema's choices (pipeline.params.DatasetParams.name)
+
+
+def class_map(raw: dict[Any, str] | None) -> dict[int, str]:
+    """A `dataset.classes` mapping as stored in JSON (keys as text: a manifest, a checkpoint's
+    config) → gt class id → name, in label order; None → `DEFAULT_CLASSES`."""
+    if not raw:
+        return dict(DEFAULT_CLASSES)
+    return {int(key): str(name) for key, name in raw.items()}
+
+
+def classes_of_config(config: dict[str, Any] | None) -> dict[int, str]:
+    """The classes a checkpoint's model was trained on (its params' `dataset.classes`); a checkpoint
+    without them (imported, older) has `DEFAULT_CLASSES`."""
+    dataset = (config or {}).get("dataset") or {}
+    return class_map(dataset.get("classes"))
+
+
+def check_dataset_classes(name: str, classes: dict[int, str] | None) -> dict[int, str]:
+    """The effective `dataset.classes` of dataset `name` (None: `DEFAULT_CLASSES`); a `ValueError`
+    names what is wrong (the params schema's rule)."""
+    if classes is None:
+        return dict(DEFAULT_CLASSES)
+    if not classes:
+        raise ValueError("classes: needs at least one class (gt class id: name)")
+    if bad := [key for key in classes if key < 0]:
+        raise ValueError(f"classes: gt class ids are ≥ 0, got {bad}")
+    names = list(classes.values())
+    if bad := [n for n in names if not CLASS_NAME.fullmatch(n)]:
+        raise ValueError(f"classes: names are letters, digits, '_' or '-', got {bad}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"classes: names must differ, got {names}")
+    if not DATASETS[name].multiclass and classes != DEFAULT_CLASSES:
+        raise ValueError(
+            f"classes: {name} is scored on its one class {DEFAULT_CLASSES}, got {classes}; "
+            "other classes need dataset.name: custom"
+        )
+    return dict(classes)

@@ -21,9 +21,9 @@ from tqdm import tqdm
 import motrv3
 from motrv3.config import TrackingConfig, from_dict
 from pipeline.data.images import decode_image
-from pipeline.drawing import Annotator, VideoOutput
+from pipeline.drawing import Annotator, VideoOutput, class_names
 from pipeline.formats.motchallenge import read_seqinfo, write_results
-from pipeline.inference.split_tracking import run_online, warm_up
+from pipeline.inference.split_tracking import run_online, warm_up, with_classes
 from pipeline.params import DataParams
 from pipeline.runtime import configure_process, resolve_device
 
@@ -230,7 +230,7 @@ def load_tracker(
         label = f"{device} (bf16 autocast)" if bf16 else device
         log.info("torch runs %s on %s", checkpoint, label)
     tracking, size, max_size = tracking_settings(config, size, max_size)
-    tracker = motrv3.Tracker(model, tracking, size, max_size, device)
+    tracker = with_classes(motrv3.Tracker(model, tracking, size, max_size, device), config)
     if bf16:
         tracker.model = Bf16Autocast(tracker.model, "cuda")
     return tracker, label
@@ -278,7 +278,7 @@ def run_demo(
         txt_path = out_dir / f"{frames.name}.txt"
         height, width = first[1].shape[:2]
         sink = VideoOutput(out_dir, frames.name, frames.fps, width, height, codec) if video else None
-        annotator = Annotator(trail)
+        annotator = Annotator(trail, names=class_names(getattr(tracker, "classes", None)))
         bar = tqdm(total=frames.length, desc=frames.name, unit="frame", disable=not progress)
 
         def write_frame(frame: int, image: np.ndarray, tracks) -> None:

@@ -38,24 +38,39 @@ def _quiet_opencv():
         cv2.utils.logging.setLogLevel(previous)
 
 
+def class_names(classes: dict[int, str] | None) -> dict[int, str] | None:
+    """What labels name: `classes` (gt class id → name) when there are several, else None (one
+    class: labels show the identity only, as MOTChallenge visualisations do)."""
+    return dict(classes) if classes and len(classes) > 1 else None
+
+
 def to_detections(tracks) -> sv.Detections:
-    """`motrv3.Track`s (track_id, box x1 y1 x2 y2 pixels, score) as supervision detections."""
+    """`motrv3.Track`s (track_id, box x1 y1 x2 y2 pixels, score, label) as supervision detections."""
     tracks = list(tracks)
     return sv.Detections(
         xyxy=np.asarray([t.box for t in tracks], dtype=np.float32).reshape(-1, 4),
         confidence=np.asarray([t.score for t in tracks], dtype=np.float32),
-        class_id=np.zeros(len(tracks), dtype=int),
+        class_id=np.asarray([getattr(t, "label", 0) for t in tracks], dtype=int),
         tracker_id=np.asarray([t.track_id for t in tracks], dtype=int),
     )
 
 
 class Annotator:
     """Draws boxes, identities and trails (the last `trail` centres of each identity), one colour per
-    identity; sized from the first frame. `draw` takes RGB and returns a BGR frame for the sink."""
+    identity; sized from the first frame. `draw` takes RGB and returns a BGR frame for the sink.
 
-    def __init__(self, trail: int = 30):
+    `names` (label → class name, `class_names`): labels read "<id> <class>"; None: "<id>"."""
+
+    def __init__(self, trail: int = 30, names: dict[int, str] | None = None):
         self.trail = max(1, trail)
+        self.names = list(names.values()) if names else None  # label order = dataset.classes order
         self.annotators: tuple | None = None
+
+    def label(self, track_id: int, label: int) -> str:
+        if self.names is None:
+            return str(track_id)
+        name = self.names[label] if 0 <= label < len(self.names) else f"class {label}"
+        return f"{track_id} {name}"
 
     def _build(self, shape: tuple[int, ...]) -> tuple:
         thickness = max(1, round(min(shape[:2]) / 300))
@@ -76,7 +91,11 @@ class Annotator:
         canvas = trace.annotate(canvas, detections)  # updates the trails even with no detection
         if len(detections):
             canvas = box.annotate(canvas, detections)
-            canvas = label.annotate(canvas, detections, labels=[str(i) for i in detections.tracker_id])
+            texts = [
+                self.label(int(i), int(c))
+                for i, c in zip(detections.tracker_id, detections.class_id, strict=True)
+            ]
+            canvas = label.annotate(canvas, detections, labels=texts)
         return canvas
 
 
@@ -125,9 +144,16 @@ class VideoOutput:
         return self.path
 
 
-def rows_to_tracks(rows: np.ndarray) -> list:
-    """Result rows (frame, id, left, top, w, h, score) → `motrv3.Track`-like objects for drawing."""
+def rows_to_tracks(rows: np.ndarray, names: dict[int, str] | None = None) -> list:
+    """Result rows (frame, id, left, top, w, h, score[, gt class id]) → `motrv3.Track`-like objects
+    for drawing; `names` (gt class id → name, label order) turns the class id back into a label."""
+    labels = {cls: label for label, cls in enumerate(names or {})}
     return [
-        SimpleNamespace(track_id=int(r[1]), box=(r[2], r[3], r[2] + r[4], r[3] + r[5]), score=float(r[6]))
+        SimpleNamespace(
+            track_id=int(r[1]),
+            box=(r[2], r[3], r[2] + r[4], r[3] + r[5]),
+            score=float(r[6]),
+            label=labels.get(int(r[7]), 0) if len(r) > 7 else 0,
+        )
         for r in rows
     ]

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from motrv3.config import (
     LossConfig,
@@ -28,7 +36,7 @@ from motrv3.config import (
     TrackingConfig,
 )
 from pipeline.baseline_trackers import TRACKER_NAMES
-from pipeline.datasets import DATASET_NAMES
+from pipeline.datasets import DATASET_NAMES, check_dataset_classes
 from pipeline.params_overrides import ParamsError, deep_merge, parse_override  # re-exported
 from pipeline.params_overrides import format_errors as _format_errors
 
@@ -90,6 +98,24 @@ class DatasetParams(_Section):
     test_split: str | None = "test"
     split_mode: Literal["full", "half"] = "full"  # half: train_split cut in train/eval halves (docs/data.md)
     lenient: bool = False  # skip and report bad input instead of failing
+    # gt class id (MOTChallenge's class column) → name, in training-label order (0..C-1); gt rows of
+    # other classes are ignored. None: the dataset's one class ({1: pedestrian}); only `custom`
+    # data takes others (docs/data.md). `model.num_classes` follows.
+    classes: dict[int, str] | None = None
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _class_ids(cls, value):
+        # JSON keys are text (a checkpoint's or a Ray worker's copy of the params): read back as ids.
+        if isinstance(value, dict):
+            return {int(k) if isinstance(k, str) and k.strip().isdigit() else k: v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _classes_rule(self):
+        # Filled in without re-validation, so `motrv3 params` shows the effective classes.
+        self.__dict__["classes"] = check_dataset_classes(self.name, self.classes)
+        return self
 
 
 class SyntheticParams(_Section):
@@ -321,6 +347,20 @@ class Params(BaseModel):
     ray: RayParams = Field(default_factory=RayParams)
     sweep: SweepParams = Field(default_factory=SweepParams)
     scaling: ScalingParams = Field(default_factory=ScalingParams)
+
+    @model_validator(mode="after")
+    def _num_classes_follow(self):
+        """`model.num_classes` = len(`dataset.classes`); a conflicting explicit value is an error."""
+        wanted = len(self.dataset.classes)
+        if self.model.num_classes != wanted:
+            if "num_classes" in self.model.model_fields_set:
+                raise ValueError(
+                    f"model.num_classes: {self.model.num_classes} conflicts with dataset.classes "
+                    f"({wanted} class{'es' if wanted > 1 else ''}: {self.dataset.classes}); "
+                    "leave model.num_classes out, it follows dataset.classes"
+                )
+            self.model.__dict__["num_classes"] = wanted  # derived, not "set": re-validation agrees
+        return self
 
     def as_dict(self) -> dict[str, Any]:
         """The effective values, without the profile table (for logging and checkpoints)."""

@@ -56,7 +56,9 @@ def test_round_trip_gives_identical_gt_rows_and_image_bytes(tmp_path):
         "objects": 6,
         "counted_objects": 6,
         "id_end": 11,
+        "class_objects": {"1": 6},  # gt rows per class id
     }
+    assert manifest["classes"] == {"1": "pedestrian"}  # the default single class
     assert list_sequences(tmp_path / "clips") == ["seq-a", "seq-b"]
     # Identities unique within the dataset (seq-b offset past seq-a's largest id), originals kept.
     frames = DatasetReader(tmp_path / "clips").frames("seq-b", [0])

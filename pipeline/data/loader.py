@@ -4,8 +4,11 @@ A clip is `data.clip_length` frames of one sequence spaced by an interval drawn 
 [`sample_interval_min`, `sample_interval_max`] (MOTRv3 §4.2: 5 frames, interval 1..10), with one
 augmentation for the whole clip; the output is the clip contract of docs/architecture.md. Objects
 whose ignore flag is set (MOT17 distractors and ignore regions, CrowdHuman `extra.ignore`, rows
-with consider flag 0) are removed from the targets. Which clips an epoch holds, their intervals and
-their augmentations follow from (seed, epoch) alone, so any worker can rebuild any clip.
+with consider flag 0, custom data's classes outside `dataset.classes`) are removed from the
+targets. A target's label is its gt class's position in the split's classes (the manifest's
+`classes`, `dataset.classes` at conversion): 0..C-1, 0 for the one class of the paper's benchmarks.
+Which clips an epoch holds, their intervals and their augmentations follow from (seed, epoch)
+alone, so any worker can rebuild any clip.
 """
 
 from __future__ import annotations
@@ -23,8 +26,30 @@ from pipeline.data.images import decode_image
 from pipeline.data.pseudo_label_store import read_pseudo_sources
 from pipeline.data.reader import DatasetReader, FrameData
 from pipeline.data.transforms import ClipPlan, apply_boxes, apply_image, plan_clip, to_normalised_tensor
+from pipeline.datasets import class_map
+from pipeline.formats.errors import DataError
 
-PERSON = 0
+PERSON = 0  # the label of the default single class (MOTChallenge's class 1)
+
+
+def label_lookup(classes: dict[int, str]) -> dict[int, int]:
+    """gt class id → training label: its position in `classes` (`dataset.classes` order)."""
+    return {cls: label for label, cls in enumerate(classes)}
+
+
+def frame_labels(frame: FrameData, keep: np.ndarray, labels: dict[int, int]) -> np.ndarray:
+    """Labels [K'] of a frame's kept objects; a kept class without a label is a `DataError`."""
+    try:
+        return np.asarray([labels[int(cls)] for cls in frame.classes[keep]], dtype=np.int64)
+    except KeyError as error:
+        raise DataError(
+            frame.sequence,
+            None,
+            "classes",
+            f"frame {frame.frame}: a target of gt class {error.args[0]}, not one of the split's classes "
+            f"{sorted(labels)}; re-run convert",
+            kind="bad_manifest",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -105,8 +130,10 @@ def build_clip(
     spec: ClipSpec,
     pseudo: dict | None,
     decoded: list[np.ndarray] | None = None,
+    labels: dict[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Decode, augment and package frames as the clip contract."""
+    """Decode, augment and package frames as the clip contract; `labels` (gt class id → label,
+    `label_lookup`; None: every target `PERSON`)."""
     images, targets = [], []
     for t, frame in enumerate(frames):
         image = decoded[t] if decoded is not None else decode_image(frame.image)
@@ -120,6 +147,9 @@ def build_clip(
         )
         boxes, kept = apply_boxes(xyxy, plan, t)
         ids = frame.ids[keep][kept]
+        classes = (
+            frame_labels(frame, keep, labels)[kept] if labels is not None else np.full(len(ids), PERSON)
+        )
         pseudo_boxes = np.zeros((0, 4), np.float32)
         pseudo_scores = np.zeros((0,), np.float32)
         pseudo_sources = np.zeros((0,), np.int64)
@@ -131,7 +161,7 @@ def build_clip(
         targets.append(
             {
                 "boxes": torch.from_numpy(boxes),
-                "labels": torch.full((len(ids),), PERSON, dtype=torch.long),
+                "labels": torch.from_numpy(classes.astype(np.int64)),
                 "obj_ids": torch.from_numpy(ids.astype(np.int64)),
                 "pseudo_boxes": torch.from_numpy(pseudo_boxes),
                 "pseudo_scores": torch.from_numpy(pseudo_scores),
@@ -157,7 +187,8 @@ class ClipDataset(torch.utils.data.Dataset):
     `pseudo_labels`: a pseudo-label Parquet file/folder (`PSEUDO_LABEL_SCHEMA`); boxes below
     `pld_threshold` are dropped, only `pld_sources` are read (all, as source 0, when None) and each
     box keeps its source's index in `pld_sources` (`pseudo_sources`, for `pld.combine`). `train=False` gives eval clips: no augmentation, the minimum
-    interval, `data.eval_size`.
+    interval, `data.eval_size`. `classes` (`dataset.classes`): must be those the split was converted
+    with (its manifest's), else a `DataError`; None takes the manifest's.
     """
 
     def __init__(
@@ -171,10 +202,13 @@ class ClipDataset(torch.utils.data.Dataset):
         pld_threshold: float = 0.05,
         pld_sources: list[str] | None = None,
         epoch: int = 0,
+        classes: dict[int, str] | None = None,
     ):
         self.dataset_dir = Path(dataset_dir)
         self.reader = DatasetReader(self.dataset_dir)
         self.manifest = self.reader.manifest
+        self.classes = check_classes(self.dataset_dir, self.manifest, classes)
+        self.labels = label_lookup(self.classes)
         self.data = data
         self.seed = seed
         self.train = train
@@ -202,7 +236,24 @@ class ClipDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         spec = self.specs[index]
         frames = self.reader.frames(spec.sequence, spec.positions)
-        return build_clip(frames, self.plan(spec, frames[0]), spec, self.pseudo)
+        return build_clip(frames, self.plan(spec, frames[0]), spec, self.pseudo, labels=self.labels)
+
+
+def check_classes(
+    dataset_dir: Path, manifest: dict[str, Any], classes: dict[int, str] | None
+) -> dict[int, str]:
+    """The split's classes (its manifest's); `classes` given and different is a `DataError`: the
+    model would be trained on labels the data does not have."""
+    stored = class_map(manifest.get("classes"))
+    if classes is not None and dict(classes) != stored:
+        raise DataError(
+            dataset_dir / "manifest.json",
+            None,
+            "classes",
+            f"converted with dataset.classes {stored}, the params say {dict(classes)}; re-run convert",
+            kind="bad_manifest",
+        )
+    return stored
 
 
 def step_clips(indices: list[int], step: int, per_step: int) -> list[int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 
 from pipeline.data.images import check_image, image_size
 from pipeline.data.sequences import Sequence, read_sequence_info
+from pipeline.datasets import DEFAULT_CLASSES
 from pipeline.formats.errors import DataError, Issues, naming_file
 from pipeline.formats.motchallenge import check_box
 from pipeline.paths import atomic_path
@@ -187,11 +189,14 @@ def write_dataset(
     issues: Issues,
     input_root: str | Path | None = None,
     progress=None,
+    classes: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     """Write a split's sequences to `out_dir` atomically; returns the manifest.
 
     Identities are offset per sequence (in the given order) so they are unique in the dataset.
     `input_root` makes the paths recorded in the manifest relative (location-independent output).
+    `classes` (gt class id → name, label order; None: `DEFAULT_CLASSES`) goes into the manifest:
+    the loader's training labels and the evaluation's classes come from it.
     """
     out_dir = Path(out_dir)
     root = Path(input_root).resolve() if input_root is not None else None
@@ -201,8 +206,11 @@ def write_dataset(
         "benchmark": benchmark,
         "split": split,
         "row_group_frames": row_group_frames,
+        # JSON keys are text: `pipeline.datasets.class_map` reads them back.
+        "classes": {str(key): name for key, name in (classes or DEFAULT_CLASSES).items()},
         "sequences": {},
     }
+    class_objects: Counter[int] = Counter()
     with atomic_path(out_dir) as tmp:
         with naming_file(out_dir):
             tmp.mkdir(parents=True)
@@ -227,6 +235,7 @@ def write_dataset(
                 )
                 continue
             max_id = max((row.track_id for record in sequence.frames for row in record.objects), default=0)
+            class_objects.update(row.cls for record in sequence.frames for row in record.objects)
             manifest["sequences"][sequence.name] = {
                 "file": file_name,
                 "source": _relative(sequence.source, root),
@@ -254,6 +263,8 @@ def write_dataset(
             "objects": sum(e["objects"] for e in entries),
             "counted_objects": sum(e["counted_objects"] for e in entries),
             "id_end": id_offset,  # every identity of the dataset is below this
+            # gt rows per class id, counted or not: a class missing from `classes` shows here
+            "class_objects": {str(key): count for key, count in sorted(class_objects.items())},
         }
         skipped = issues.summary()
         for item in skipped["items"]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -157,11 +158,13 @@ def read_sequence(
     issues: Issues,
     det_dirs: dict[str, Path] | None = None,
     name: str | None = None,
+    classes: Collection[int] | None = None,
 ) -> Sequence:
     """Read one MOTChallenge sequence (annotations only; image bytes are read by the converter).
 
     `det_dirs` maps a public-detector name to the sequence folder holding its det/det.txt (MOT17's
-    three copies); by default the sequence's own det/det.txt is source "det".
+    three copies); by default the sequence's own det/det.txt is source "det". `classes`: custom
+    data's gt class ids (`dataset.classes`), rows of other classes ignored.
     """
     if benchmark not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {benchmark!r}; expected one of {BENCHMARKS}")
@@ -174,7 +177,7 @@ def read_sequence(
         # A folder or a dead link named gt.txt: converting the sequence as unlabelled would hide it.
         raise DataError(gt_path, None, "gt", "not a readable file", kind="unreadable")
     if has_gt:
-        for row in read_gt_rows(gt_path, info, benchmark, issues):
+        for row in read_gt_rows(gt_path, info, benchmark, issues, classes):
             if row.frame in records:
                 records[row.frame].objects.append(row)
             else:
@@ -274,8 +277,12 @@ def find_split_dir(root: Path, split: str) -> Path:
     return folder
 
 
-def read_split(root: Path, split: str, benchmark: str, issues: Issues) -> list[Sequence]:
+def read_split(
+    root: Path, split: str, benchmark: str, issues: Issues, classes: Collection[int] | None = None
+) -> list[Sequence]:
     """Every sequence of `<root>/<split>`, sorted by name; MOT17's detector copies merged into one.
+
+    `classes`: the gt class ids that are targets (custom data's `dataset.classes`; None: class 1).
 
     A sequence that cannot be read at all, or a link that leads nowhere, is skipped in lenient
     mode and recorded; a plain file is recorded as passed over (`not_a_sequence`) in either mode.
@@ -304,7 +311,9 @@ def read_split(root: Path, split: str, benchmark: str, issues: Issues) -> list[S
         copies = dict(sorted(groups[name].items()))
         try:
             primary = _check_copies(copies)
-            sequences.append(read_sequence(primary, benchmark, issues, det_dirs=copies, name=name))
+            sequences.append(
+                read_sequence(primary, benchmark, issues, det_dirs=copies, name=name, classes=classes)
+            )
         except DataError as error:
             issues.report(error)
     if not sequences:

@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline.data.parquet_io import read_manifest
 from pipeline.data.reader import export_motchallenge_gt, list_sequences
+from pipeline.datasets import class_map
 from pipeline.evaluation import submission
 from pipeline.evaluation.benchmarks import benchmark_of
 from pipeline.evaluation.trackeval_runner import (
@@ -22,6 +23,7 @@ from pipeline.evaluation.trackeval_runner import (
     GroundTruthSequence,
     evaluate_folder,
     write_metrics_json,
+    write_per_class_csv,
     write_per_sequence_csv,
 )
 from pipeline.formats import motchallenge as mot
@@ -41,7 +43,8 @@ def score_split(
     """Score `results/<seq>.txt` against the converted split's ground truth (exported for TrackEval).
 
     Labelled: writes `<metrics_dir>/<stem>.json` (+ FPS from the track step's fps.json) and
-    `<stem>_per_sequence.csv`, returns the `Evaluation`. Unlabelled (a test split): validates and
+    `<stem>_per_sequence.csv` (+ `<stem>_per_class.csv` when the split has several classes, its
+    manifest's `classes`), returns the `Evaluation`. Unlabelled (a test split): validates and
     packages the results as `submission_archive` for the benchmark's server and returns its path.
     """
     results, dataset_dir = Path(results), Path(dataset_dir)
@@ -61,7 +64,9 @@ def score_split(
         unlabelled = sorted(set(list_sequences(dataset_dir)) - set(labelled))
         if unlabelled:
             raise FileNotFoundError(f"{dataset_dir}: sequences {unlabelled} have no ground truth, others do")
-        evaluation = evaluate_folder(gt_dir, results, benchmark)
+        # The classes the split was converted with (dataset.classes then): what its gt rows mean.
+        classes = class_map(read_manifest(dataset_dir).get("classes"))
+        evaluation = evaluate_folder(gt_dir, results, benchmark, classes=classes)
     extra = {}
     fps_file = results / FPS_FILE
     if fps_file.is_file():
@@ -69,6 +74,8 @@ def score_split(
     metrics_dir = Path(metrics_dir)
     write_metrics_json(evaluation, metrics_dir / f"{stem}.json", **extra)
     write_per_sequence_csv(evaluation, metrics_dir / f"{stem}_per_sequence.csv")
+    if evaluation.per_class:
+        write_per_class_csv(evaluation, metrics_dir / f"{stem}_per_class.csv")
     return evaluation
 
 

@@ -67,7 +67,8 @@ def make_submission(
             results_dir, f"no result file for sequence(s) {missing} (expected {results_dir}/<seq>.txt)"
         )
     texts = {
-        name: mot.format_results(mot.read_results(results_dir / f"{name}.txt", length))
+        # The servers' 2D format: x, y, z (columns 8-10) are -1.
+        name: mot.format_results(mot.read_results(results_dir / f"{name}.txt", length)[:, :7])
         for name, length in lengths.items()
     }
     members = []

@@ -28,6 +28,7 @@ import trackeval
 
 from pipeline.data.sequences import unresolved_link
 from pipeline.evaluation.benchmarks import Benchmark, get_benchmark
+from pipeline.evaluation.per_class import check_classes, class_subset, combine
 from pipeline.formats import motchallenge as mot
 from pipeline.formats.errors import DataError
 from pipeline.paths import atomic_path
@@ -64,11 +65,19 @@ HEADLINE_KEYS = ("HOTA", "AssA", "DetA", "MOTA", "IDF1", "IDS")
 
 @dataclass
 class Evaluation:
-    """Flat metrics over all sequences (`overall`) and per sequence."""
+    """Flat metrics over all sequences (`overall`) and per sequence.
+
+    Several classes: `overall` and `per_sequence` combine the classes detection-averaged (TrackEval's
+    `cls_comb_det_av`: every class's boxes counted together, so one class gives exactly its own
+    numbers), `per_class` holds each class over all sequences and `class_mean` the mean over the
+    classes (TrackEval's `cls_comb_cls_av`, BDD100K's mHOTA style). One class: both empty.
+    """
 
     benchmark: str
     overall: dict[str, float | int]
     per_sequence: dict[str, dict[str, float | int]] = field(default_factory=dict)
+    per_class: dict[str, dict[str, float | int]] = field(default_factory=dict)
+    class_mean: dict[str, float | int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -146,14 +155,20 @@ def check_no_unknown_results(results_dir: str | Path, sequences: list[GroundTrut
         )
 
 
-def load_results(results_dir: str | Path, sequences: list[GroundTruthSequence]) -> dict[str, np.ndarray]:
-    """Validated result rows of every sequence; a missing file is a `MissingSequenceError`."""
+def load_results(
+    results_dir: str | Path, sequences: list[GroundTruthSequence], classes: list[int] | None = None
+) -> dict[str, np.ndarray]:
+    """Validated result rows of every sequence; a missing file is a `MissingSequenceError`.
+
+    `classes` (several): every row's column 8 must be one of these gt class ids."""
     missing = [s.name for s in sequences if not result_file(results_dir, s.name).is_file()]
     if missing:
         raise mot.MissingSequenceError(
             results_dir, f"no result file for sequence(s) {missing} (expected {results_dir}/<seq>.txt)"
         )
-    return {s.name: mot.read_results(result_file(results_dir, s.name), s.info.length) for s in sequences}
+    return {
+        s.name: mot.read_results(result_file(results_dir, s.name), s.info.length, classes) for s in sequences
+    }
 
 
 def _flatten(metrics: dict[str, dict[str, Any]]) -> dict[str, float | int]:
@@ -184,23 +199,22 @@ def _flatten(metrics: dict[str, dict[str, Any]]) -> dict[str, float | int]:
 def _stage(
     tmp: Path,
     sequences: list[GroundTruthSequence],
+    gt: dict[str, np.ndarray],
     results: dict[str, np.ndarray],
-    benchmark: Benchmark,
     tracker_name: str,
 ) -> tuple[Path, Path]:
     """Write validated, normalised copies in TrackEval's layout (so its parser sees clean files)."""
     gt_root, trackers_root = tmp / "gt", tmp / "trackers"
     for seq in sequences:
-        rows = mot.read_gt(seq.gt_file, seq.info, benchmark.rules)
-        if benchmark.class_one_only:
-            rows = rows[rows[:, 7] == 1]
         gt_file = gt_root / seq.name / "gt" / "gt.txt"
         gt_file.parent.mkdir(parents=True)
         # Full precision (scores equal those of the original files); identities only relabelled.
-        gt_file.write_text(mot.format_gt(mot.compact_ids(rows), decimals=6))
+        gt_file.write_text(mot.format_gt(mot.compact_ids(gt[seq.name]), decimals=6))
         result = trackers_root / tracker_name / "data" / f"{seq.name}.txt"
         result.parent.mkdir(parents=True, exist_ok=True)
-        result.write_text(mot.format_results(mot.compact_ids(results[seq.name]), decimals=6))
+        # 7 values: TrackEval's MOTChallenge reader scores only class ≤ 1 tracker rows.
+        rows = mot.compact_ids(results[seq.name])[:, :7]
+        result.write_text(mot.format_results(rows, decimals=6))
     return gt_root, trackers_root
 
 
@@ -209,13 +223,18 @@ def evaluate_folder(
     results_dir: str | Path,
     benchmark: str = "synthetic",
     sequences: list[str] | None = None,
+    classes: dict[int, str] | None = None,
 ) -> Evaluation:
     """Score `results_dir/<seq>.txt` against `gt_dir/<seq>/gt/gt.txt` for every sequence of gt_dir.
 
     With `sequences` named, other result files are not looked at; without, a result file of a
-    sequence gt_dir lacks is an error.
+    sequence gt_dir lacks is an error. `classes` (custom data's `dataset.classes`, gt class id →
+    name): one class is scored like class 1 (its gt rows only, every result row); several are
+    scored one TrackEval run per class, on that class's gt rows and the result rows whose column 8
+    is its id, then combined (`Evaluation`).
     """
     spec = get_benchmark(benchmark)
+    classes = check_classes(spec.name, classes)
     gt_sequences = discover_sequences(gt_dir, sequences)
     if not has_labels(gt_sequences):
         raise FileNotFoundError(
@@ -223,11 +242,78 @@ def evaluate_folder(
         )
     if sequences is None:
         check_no_unknown_results(results_dir, gt_sequences, gt_dir)
-    results = load_results(results_dir, gt_sequences)
+    several = classes is not None and len(classes) > 1
+    results = load_results(results_dir, gt_sequences, list(classes) if several else None)
+    gt = {s.name: mot.read_gt(s.gt_file, s.info, spec.rules, classes) for s in gt_sequences}
+    if classes is None:
+        if spec.class_one_only:
+            gt = {name: rows[rows[:, 7] == 1] for name, rows in gt.items()}
+        res = _run_trackeval(gt_sequences, gt, results, spec)
+        return _evaluation(spec, gt_sequences, res)
+    if not several:
+        (cls,) = classes
+        res = _run_trackeval(gt_sequences, {n: class_subset(r, cls) for n, r in gt.items()}, results, spec)
+        return _evaluation(spec, gt_sequences, res)
+    per_class = {
+        name: _run_trackeval(
+            gt_sequences,
+            {n: class_subset(rows, cls) for n, rows in gt.items()},
+            {n: rows[rows[:, mot.RESULT_CLASS] == cls] for n, rows in results.items()},
+            spec,
+        )
+        for cls, name in classes.items()
+    }
+    return combine_classes(spec, gt_sequences, per_class)
+
+
+METRICS = {
+    "HOTA": trackeval.metrics.HOTA,
+    "CLEAR": trackeval.metrics.CLEAR,
+    "Identity": trackeval.metrics.Identity,
+}
+
+
+def _metrics(config: dict[str, Any]) -> dict[str, Any]:
+    return {name: cls(dict(config)) for name, cls in METRICS.items()} | {"Count": trackeval.metrics.Count()}
+
+
+def combine_classes(
+    spec: Benchmark, sequences: list[GroundTruthSequence], per_class: dict[str, dict[str, Any]]
+) -> Evaluation:
+    """One `Evaluation` of per-class TrackEval results (class name → its run's output)."""
+    metrics = _metrics(METRIC_CONFIG)
+    keys = [s.name for s in sequences] + ["COMBINED_SEQ"]
+    by_key = {key: {cls: res[key]["pedestrian"] for cls, res in per_class.items()} for key in keys}
+    combined = {key: combine(metrics, by_key[key], average=False) for key in keys}
+    return Evaluation(
+        spec.name,
+        _flatten(combined["COMBINED_SEQ"]),
+        {s.name: _flatten(combined[s.name]) for s in sequences},
+        {cls: _flatten(res) for cls, res in by_key["COMBINED_SEQ"].items()},
+        _flatten(combine(metrics, by_key["COMBINED_SEQ"], average=True)),
+    )
+
+
+def _evaluation(spec: Benchmark, sequences: list[GroundTruthSequence], res: dict[str, Any]) -> Evaluation:
+    per_sequence = {s.name: _flatten(res[s.name]["pedestrian"]) for s in sequences}
+    return Evaluation(spec.name, _flatten(res["COMBINED_SEQ"]["pedestrian"]), per_sequence)
+
+
+METRIC_CONFIG = {"THRESHOLD": 0.5, "PRINT_CONFIG": False}
+
+
+def _run_trackeval(
+    gt_sequences: list[GroundTruthSequence],
+    gt: dict[str, np.ndarray],
+    results: dict[str, np.ndarray],
+    spec: Benchmark,
+) -> dict[str, Any]:
+    """TrackEval (`MotChallenge2DBox`, class pedestrian) over staged copies: its per-sequence and
+    `COMBINED_SEQ` results."""
     tracker_name = "tracker"
     with tempfile.TemporaryDirectory(prefix="motrv3-trackeval-") as tmp_name:
         tmp = Path(tmp_name)
-        gt_root, trackers_root = _stage(tmp, gt_sequences, results, spec, tracker_name)
+        gt_root, trackers_root = _stage(tmp, gt_sequences, gt, results, tracker_name)
         eval_config = {
             "USE_PARALLEL": False,
             "BREAK_ON_ERROR": True,
@@ -257,31 +343,38 @@ def evaluate_folder(
             "TRACKER_SUB_FOLDER": "data",
             "PRINT_CONFIG": False,
         }
-        metric_config = {"THRESHOLD": 0.5, "PRINT_CONFIG": False}
         log = io.StringIO()
         try:
             with contextlib.redirect_stdout(log):
                 evaluator = trackeval.Evaluator(eval_config)
                 dataset = trackeval.datasets.MotChallenge2DBox(dataset_config)
-                metrics = [
-                    trackeval.metrics.HOTA(dict(metric_config)),
-                    trackeval.metrics.CLEAR(dict(metric_config)),
-                    trackeval.metrics.Identity(dict(metric_config)),
-                ]
+                metrics = [cls(dict(METRIC_CONFIG)) for cls in METRICS.values()]
                 output, messages = evaluator.evaluate([dataset], metrics)
         except trackeval.utils.TrackEvalException as error:
             raise EvaluationError(f"TrackEval: {error}\n{log.getvalue()[-2000:]}") from None
     message = messages["MotChallenge2DBox"][tracker_name]
     if message != "Success":
         raise EvaluationError(f"TrackEval: {message}\n{log.getvalue()[-2000:]}")
-    res = output["MotChallenge2DBox"][tracker_name]
-    per_sequence = {s.name: _flatten(res[s.name]["pedestrian"]) for s in gt_sequences}
-    return Evaluation(spec.name, _flatten(res["COMBINED_SEQ"]["pedestrian"]), per_sequence)
+    return output["MotChallenge2DBox"][tracker_name]
+
+
+CLASS_MEAN = "class_mean"  # the key prefix / row of the mean over classes
+
+
+def class_keys(evaluation: Evaluation) -> dict[str, float | int]:
+    """Several classes: the headline keys per class and of the class mean, flat (`car/HOTA`,
+    `class_mean/HOTA`); one class: none."""
+    if not evaluation.per_class:
+        return {}
+    parts = {**evaluation.per_class, CLASS_MEAN: evaluation.class_mean}
+    return {f"{name}/{key}": values[key] for name, values in parts.items() for key in HEADLINE_KEYS}
 
 
 def write_metrics_json(evaluation: Evaluation, path: str | Path, **extra: float) -> None:
-    """The flat metrics JSON (a DVC metrics file); `extra` numbers such as FPS are added."""
+    """The flat metrics JSON (a DVC metrics file); several classes add `class_keys`; `extra`
+    numbers such as FPS are added."""
     payload = dict(evaluation.overall)
+    payload.update(class_keys(evaluation))
     payload.update(extra)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2) + "\n")
@@ -298,8 +391,27 @@ def write_per_sequence_csv(evaluation: Evaluation, path: str | Path) -> None:
         writer.writerow(["COMBINED", *(evaluation.overall[k] for k in keys)])
 
 
+def write_per_class_csv(evaluation: Evaluation, path: str | Path) -> None:
+    """Several classes: one row per class, the class mean and COMBINED (= the JSON), the JSON's columns."""
+    keys = list(evaluation.overall)
+    rows = [
+        *evaluation.per_class.items(),
+        (CLASS_MEAN, evaluation.class_mean),
+        ("COMBINED", evaluation.overall),
+    ]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["class", *keys])
+        for name, values in rows:
+            writer.writerow([name, *(values[k] for k in keys)])
+
+
 def format_table(evaluation: Evaluation, keys: tuple[str, ...] = HEADLINE_KEYS) -> str:
+    """Sequences, COMBINED, then (several classes) one row per class and the class mean."""
     rows = [*evaluation.per_sequence.items(), ("COMBINED", evaluation.overall)]
+    if evaluation.per_class:
+        rows += [(f"class {name}", values) for name, values in evaluation.per_class.items()]
+        rows.append((CLASS_MEAN, evaluation.class_mean))
     width = max(len(name) for name, _ in rows)
     lines = [f"{'sequence':<{width}}  " + "  ".join(f"{k:>7}" for k in keys)]
     for name, values in rows:

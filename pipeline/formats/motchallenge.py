@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from pipeline.paths import atomic_path
 RESULT_FIELDS = ("frame", "id", "bb_left", "bb_top", "bb_width", "bb_height", "score", "x", "y", "z")
 # Column 7 is MOTChallenge's "conf" (ground truth: 0 = not to be considered).
 GT_FIELDS = ("frame", "id", "bb_left", "bb_top", "bb_width", "bb_height", "consider", "class", "visibility")
+RESULT_CLASS = 7  # column 8 of a result row: the class (TrackEval's MOTChallenge reader; -1: none)
 DET_FIELDS = ("frame", "id", "bb_left", "bb_top", "bb_width", "bb_height", "score")
 
 MOT17_PEDESTRIAN = 1
@@ -134,13 +136,17 @@ class DetRow:
     source: str  # which public detector (MOT17: DPM / FRCNN / SDP; others: "det")
 
 
-def is_counted(benchmark: str, cls: int, consider: int) -> bool:
+def is_counted(benchmark: str, cls: int, consider: int, classes: Collection[int] | None = None) -> bool:
     """Whether a gt row is a target by the benchmark's rules; rows not counted keep an ignore flag.
 
-    MOT17 (and custom data): class 1 with consider flag 1. DanceTrack and the synthetic
-    benchmark: every row is class 1 and counts unless its consider flag is 0 (the generator
-    marks almost wholly hidden targets that way).
+    MOT17: class 1 with consider flag 1. Custom data: a class of `classes` (the gt class ids of
+    `dataset.classes`; None: class 1) with consider flag 1, so a class outside the mapping is
+    dropped as MOT17's distractors are. DanceTrack and the synthetic benchmark: every row is
+    class 1 and counts unless its consider flag is 0 (the generator marks almost wholly hidden
+    targets that way).
     """
+    if benchmark == "custom" and classes is not None:
+        return cls in classes and consider == 1
     if benchmark in ("mot17", "custom"):
         return cls == MOT17_PEDESTRIAN and consider == 1
     return consider == 1
@@ -178,7 +184,9 @@ def _frame_in_sequence(frame: int, info: SeqInfo, path: Path, line: int) -> None
         )
 
 
-def _gt_row(text: str, path: Path, number: int, info: SeqInfo, benchmark: str) -> GtRow:
+def _gt_row(
+    text: str, path: Path, number: int, info: SeqInfo, benchmark: str, classes: Collection[int] | None
+) -> GtRow:
     values = parse_values(text, path, number, GT_FIELDS, min_fields=7, max_fields=len(GT_FIELDS))
     frame = integer(values[0], path, number, "frame")
     track_id = integer(values[1], path, number, "id")
@@ -199,23 +207,27 @@ def _gt_row(text: str, path: Path, number: int, info: SeqInfo, benchmark: str) -
         raise DataError(
             path, number, "class", f"{benchmark} gt rows are all class 1, got {cls}", kind="malformed_row"
         )
+    if benchmark == "custom" and cls < 0:
+        raise DataError(path, number, "class", f"must be a class id ≥ 0, got {cls}", kind="malformed_row")
     check_box(box, info.width, info.height, path, number)
-    return GtRow(
-        frame, track_id, box, consider, cls, visibility, ignore=not is_counted(benchmark, cls, consider)
-    )
+    counted = is_counted(benchmark, cls, consider, classes)
+    return GtRow(frame, track_id, box, consider, cls, visibility, ignore=not counted)
 
 
-def read_gt_rows(path: Path, info: SeqInfo, benchmark: str, issues: Issues) -> list[GtRow]:
+def read_gt_rows(
+    path: Path, info: SeqInfo, benchmark: str, issues: Issues, classes: Collection[int] | None = None
+) -> list[GtRow]:
     """A dataset's gt.txt as records; bad rows raise (strict) or are skipped and recorded (lenient).
 
     The one gt.txt parser: the converter reads it here, evaluation through `read_gt`, so a file
     is accepted by both or by neither. 7 to 9 values a row (class and visibility default to 1).
+    `classes`: custom data's gt class ids (`dataset.classes`); rows of other classes are ignored.
     """
     rows: list[GtRow] = []
     seen: dict[tuple[int, int], int] = {}
     for number, text in text_lines(path):
         try:
-            row = _gt_row(text, path, number, info, benchmark)
+            row = _gt_row(text, path, number, info, benchmark, classes)
             key = (row.frame, row.track_id)
             if key in seen:
                 raise DataError(
@@ -260,8 +272,16 @@ def read_det_rows(path: Path, info: SeqInfo, source: str, issues: Issues) -> lis
 # Tracker results and the ground truth handed to TrackEval, as arrays
 
 
-def _read_table(path: Path, fields: tuple[str, ...], min_fields: int, seq_length: int | None) -> np.ndarray:
-    """Rows → float64 [N, len(fields)] padded with -1; frames 1-based, one identity per frame."""
+def _read_table(
+    path: Path,
+    fields: tuple[str, ...],
+    min_fields: int,
+    seq_length: int | None,
+    classes: Collection[int] | None = None,
+) -> np.ndarray:
+    """Rows → float64 [N, len(fields)] padded with -1; frames 1-based, one identity per frame.
+
+    `classes` (result files of several classes): column 8 must hold one of them."""
     if not path.is_file():
         raise MissingSequenceError(path, "no such file")
     rows: list[list[float]] = []
@@ -281,6 +301,16 @@ def _read_table(path: Path, fields: tuple[str, ...], min_fields: int, seq_length
             raise DataError(
                 path, number, "bb_width/bb_height", f"must not be negative, got {width:g}, {height:g}"
             )
+        if classes is not None:
+            cls = values[RESULT_CLASS] if len(values) > RESULT_CLASS else None
+            if cls not in classes:
+                shown = "missing" if cls is None else f"{cls:g}"
+                raise DataError(
+                    path,
+                    number,
+                    "class",
+                    f"column 8 must be the gt class id of the track, one of {sorted(classes)}, got {shown}",
+                )
         key = (int(frame), int(track_id))
         if key in seen:
             raise DataError(
@@ -295,35 +325,44 @@ def _read_table(path: Path, fields: tuple[str, ...], min_fields: int, seq_length
     return np.asarray(rows, dtype=np.float64).reshape(-1, len(fields))
 
 
-def read_results(path: str | Path, seq_length: int | None = None) -> np.ndarray:
+def read_results(
+    path: str | Path, seq_length: int | None = None, classes: Collection[int] | None = None
+) -> np.ndarray:
     """A tracker's result file → float64 [N, 10] in `RESULT_FIELDS` order (missing x, y, z = -1).
 
     Rows need at least the first 7 values (TrackEval reads the score); frames must lie in
-    1..seq_length when the length is given; an identity may appear once per frame.
+    1..seq_length when the length is given; an identity may appear once per frame. With
+    `classes` (several classes), column 8 (`x`, TrackEval's tracker class) must be one of them.
     """
-    return _read_table(Path(path), RESULT_FIELDS, 7, seq_length)
+    return _read_table(Path(path), RESULT_FIELDS, 7, seq_length, classes)
 
 
-def read_gt(path: str | Path, info: SeqInfo, benchmark: str = "custom") -> np.ndarray:
+def read_gt(
+    path: str | Path, info: SeqInfo, benchmark: str = "custom", classes: Collection[int] | None = None
+) -> np.ndarray:
     """A ground-truth file → float64 [N, 9] in `GT_FIELDS` order (missing class, visibility = 1).
 
     Parsed by `read_gt_rows` (strict) under `benchmark`'s rules (one of `BENCHMARKS`), so
     evaluation accepts exactly the gt files the converter accepts.
     """
-    rows = read_gt_rows(Path(path), info, benchmark, Issues())
+    rows = read_gt_rows(Path(path), info, benchmark, Issues(), classes)
     table = [[r.frame, r.track_id, *r.box, r.consider, r.cls, r.visibility] for r in rows]
     return np.asarray(table, dtype=np.float64).reshape(-1, len(GT_FIELDS))
 
 
 def format_results(rows: np.ndarray, decimals: int = 2) -> str:
-    """Rows [N, ≥7] (frame, id, left, top, w, h, score) → result text `frame,id,x,y,w,h,score,-1,-1,-1`."""
+    """Rows [N, ≥7] (frame, id, left, top, w, h, score[, class]) → result text
+    `frame,id,x,y,w,h,score,class,-1,-1`; class -1 when absent (one class: MOTChallenge's files).
+
+    The class sits in column 8, where TrackEval's MOTChallenge reader takes a tracker's class."""
     rows = np.asarray(rows, dtype=np.float64)
     if rows.size == 0:
         return ""
     order = np.lexsort((rows[:, 1], rows[:, 0]))
     d = decimals
     lines = [
-        f"{int(r[0])},{int(r[1])},{r[2]:.{d}f},{r[3]:.{d}f},{r[4]:.{d}f},{r[5]:.{d}f},{r[6]:.4f},-1,-1,-1"
+        f"{int(r[0])},{int(r[1])},{r[2]:.{d}f},{r[3]:.{d}f},{r[4]:.{d}f},{r[5]:.{d}f},{r[6]:.4f},"
+        f"{int(r[7]) if len(r) > 7 else -1},-1,-1"
         for r in rows[order]
     ]
     return "".join(line + "\n" for line in lines)
@@ -362,10 +401,14 @@ def compact_ids(rows: np.ndarray) -> np.ndarray:
     return rows
 
 
-def tracks_to_rows(frame: int, tracks) -> list[list[float]]:
-    """`motrv3.Track`s of one frame (boxes x1, y1, x2, y2 in pixels) → result rows."""
+def tracks_to_rows(frame: int, tracks, class_ids: list[int] | None = None) -> list[list[float]]:
+    """`motrv3.Track`s of one frame (boxes x1, y1, x2, y2 in pixels) → result rows [8 values].
+
+    The 8th value is the track's gt class id, `class_ids[track.label]` (several classes), else -1.
+    """
     rows = []
     for track in tracks:
         x1, y1, x2, y2 = (float(v) for v in track.box)
-        rows.append([frame, int(track.track_id), x1, y1, x2 - x1, y2 - y1, float(track.score)])
+        cls = class_ids[track.label] if class_ids else -1
+        rows.append([frame, int(track.track_id), x1, y1, x2 - x1, y2 - y1, float(track.score), cls])
     return rows

@@ -26,7 +26,8 @@ import motrv3
 from pipeline.console import Progress, say
 from pipeline.data.parquet_io import read_manifest
 from pipeline.data.reader import iter_frames, list_sequences
-from pipeline.drawing import Annotator, rows_to_tracks
+from pipeline.datasets import class_map, classes_of_config
+from pipeline.drawing import Annotator, class_names, rows_to_tracks
 from pipeline.formats.motchallenge import tracks_to_rows, write_results
 from pipeline.params import Params
 from pipeline.paths import FPS_FILE, atomic_path
@@ -48,7 +49,7 @@ class TrackSettings:
 @dataclass
 class SequenceRun:
     sequence: str
-    rows: np.ndarray  # [N, 7] frame, id, left, top, width, height, score
+    rows: np.ndarray  # [N, 8] frame, id, left, top, width, height, score, gt class id (-1: one class)
     frames: int
     model_seconds: float  # `Tracker.step` only: the Table 6 measure
     total_seconds: float  # reading + decoding + tracking
@@ -65,16 +66,31 @@ class SequenceRun:
         }
 
 
+def with_classes(tracker, config: dict | None):
+    """`tracker` with `.classes` (gt class id → name, label order) of the checkpoint's config: what
+    `run_online` writes as each row's class and the drawing names."""
+    tracker.classes = classes_of_config(config)
+    return tracker
+
+
 def build_tracker(settings: TrackSettings):
-    """Load the checkpoint (weights_only) and wrap it in the library's online tracker."""
+    """Load the checkpoint (weights_only) and wrap it in the library's online tracker (`with_classes`)."""
     configure_process(settings.threads)
     if str(settings.checkpoint).lower().endswith(".onnx"):  # an export: onnxruntime on CPU (docs/export.md)
-        network, _ = motrv3.load_onnx(settings.checkpoint, threads=max(1, settings.threads))
-        return motrv3.Tracker(network, settings.tracking, settings.size, settings.max_size, "cpu")
-    model, _ = motrv3.load_checkpoint(settings.checkpoint)
+        network, config = motrv3.load_onnx(settings.checkpoint, threads=max(1, settings.threads))
+        tracker = motrv3.Tracker(network, settings.tracking, settings.size, settings.max_size, "cpu")
+        return with_classes(tracker, config)
+    model, config = motrv3.load_checkpoint(settings.checkpoint)
     device = resolve_device(settings.device)
     model = model.to(device).eval()
-    return motrv3.Tracker(model, settings.tracking, settings.size, settings.max_size, device)
+    tracker = motrv3.Tracker(model, settings.tracking, settings.size, settings.max_size, device)
+    return with_classes(tracker, config)
+
+
+def class_ids(classes: dict[int, str] | None) -> list[int] | None:
+    """Label → gt class id for result rows when there are several classes; None (rows keep -1, the
+    MOTChallenge files of today) for one."""
+    return list(classes) if classes and len(classes) > 1 else None
 
 
 def warm_up(tracker, image: np.ndarray) -> float:
@@ -96,12 +112,16 @@ def run_online(
     tracker,
     frames: Iterable[tuple[int, np.ndarray]],
     on_frame: Callable[[int, np.ndarray, list], None] | None = None,
+    classes: dict[int, str] | None = None,
 ) -> tuple[np.ndarray, int, float, float]:
     """Feed frames (frame number, RGB image) one at a time; the frames iterator may read and decode lazily.
 
-    Returns (rows [N, 7], frame count, seconds in `tracker.step`, seconds overall).
-    `on_frame(frame, image, tracks)` (drawing, progress bars) is excluded from both clocks.
+    Returns (rows [N, 8], frame count, seconds in `tracker.step`, seconds overall); a row's 8th
+    value is its track's gt class id with several `classes` (default: the tracker's `.classes`,
+    `with_classes`), else -1. `on_frame(frame, image, tracks)` (drawing, progress bars) is excluded
+    from both clocks.
     """
+    ids = class_ids(classes if classes is not None else getattr(tracker, "classes", None))
     tracker.reset()
     rows: list[list[float]] = []
     count, model_seconds, outside = 0, 0.0, 0.0
@@ -111,14 +131,14 @@ def run_online(
             begin = time.perf_counter()
             tracks = tracker.step(image)  # returns Python values: the device has finished
             model_seconds += time.perf_counter() - begin
-            rows.extend(tracks_to_rows(frame, tracks))
+            rows.extend(tracks_to_rows(frame, tracks, ids))
             count += 1
             if on_frame is not None:
                 begin = time.perf_counter()
                 on_frame(frame, image, tracks)
                 outside += time.perf_counter() - begin
     total = time.perf_counter() - start - outside
-    array = np.asarray(rows, dtype=np.float64).reshape(-1, 7)
+    array = np.asarray(rows, dtype=np.float64).reshape(-1, 8)
     return array, count, model_seconds, total
 
 
@@ -268,20 +288,30 @@ def track_split(
             write_results(tmp / f"{run.sequence}.txt", run.rows)
         (tmp / FPS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         if save_video:
-            entries = read_manifest(dataset_dir)["sequences"]
+            manifest = read_manifest(dataset_dir)
+            names = class_names(class_map(manifest.get("classes")))
             for run in runs:
-                rate = entries[run.sequence].get("frame_rate")
+                rate = manifest["sequences"][run.sequence].get("frame_rate")
                 rate = float(rate) if rate and math.isfinite(rate) else 25.0
-                render_video(dataset_dir, run.sequence, run.rows, tmp / f"{run.sequence}.mp4", rate)
+                video = tmp / f"{run.sequence}.mp4"
+                render_video(dataset_dir, run.sequence, run.rows, video, rate, names)
     return summary
 
 
-def render_video(dataset_dir: Path, sequence: str, rows: np.ndarray, path: Path, fps: float = 25.0) -> None:
-    """Draw result rows (boxes, identities, trails) over a stored sequence into an mp4v video."""
-    annotator, writer = Annotator(), None
+def render_video(
+    dataset_dir: Path,
+    sequence: str,
+    rows: np.ndarray,
+    path: Path,
+    fps: float = 25.0,
+    names: dict[int, str] | None = None,
+) -> None:
+    """Draw result rows (boxes, identities, trails; `names`: gt class id → name shown) over a stored
+    sequence into an mp4v video."""
+    annotator, writer = Annotator(names=names), None
     try:
         for frame, image in _dataset_frames(dataset_dir, sequence):
-            canvas = annotator.draw(image, rows_to_tracks(rows[rows[:, 0] == frame]))
+            canvas = annotator.draw(image, rows_to_tracks(rows[rows[:, 0] == frame], names))
             if writer is None:
                 size = (canvas.shape[1], canvas.shape[0])
                 writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)

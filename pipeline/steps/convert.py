@@ -71,15 +71,18 @@ def convert_split(
     source_split: str | None = None,
     half: str | None = None,
     reader: Callable = read_split,
+    classes: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     """Read `<root>/<split>` (+ CrowdHuman train/val for a training split) and write it atomically.
 
     `source_split` reads another folder under `root`; `half` ("train"/"val") keeps that half of
     each sequence (`take_half`; the images are the source's own files, nothing is copied). `reader`
-    reads the raw layout (the dataset table's, `pipeline.datasets`).
+    reads the raw layout (the dataset table's, `pipeline.datasets`). `classes`: `dataset.classes`
+    (None: the one default class); gt rows of other classes are kept with their ignore flag set.
     """
     issues = Issues(lenient=lenient)
-    sequences = reader(root, source_split or split, benchmark, issues)
+    targets = None if classes is None else list(classes)
+    sequences = reader(root, source_split or split, benchmark, issues, classes=targets)
     if half is not None:
         halves = []
         for sequence in sequences:
@@ -119,6 +122,7 @@ def convert_split(
             issues=issues,
             input_root=root,
             progress=bar,
+            classes=classes,
         )
 
 
@@ -142,5 +146,6 @@ def run(params, out_root: str | Path = CLIPS_DIR, progress: bool = True) -> dict
             source_split=source_split,
             half=half,
             reader=reader,
+            classes=params.dataset.classes,
         )
     return manifests

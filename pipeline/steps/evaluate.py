@@ -74,6 +74,7 @@ def log_to_training_run(params: Params, results: Path, metrics_dir: Path, stem: 
     scores = json.loads((metrics_dir / f"{stem}.json").read_text())
     prefix = "" if split == params.dataset.eval_split else f"{split}/"
     files = [metrics_dir / f"{stem}.json", metrics_dir / f"{stem}_per_sequence.csv"]
+    files += [path for path in [metrics_dir / f"{stem}_per_class.csv"] if path.is_file()]  # several classes
     if not log_scores(run_id, scores, params.mlflow.tracking_uri, prefix, files):
         return f"MLflow: training run {run_id} is not in the store; scores not logged"
     return f"MLflow: {prefix}HOTA and {len(scores) - 1} more scores logged on training run {run_id}"

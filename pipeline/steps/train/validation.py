@@ -49,15 +49,16 @@ def tracking_metrics(model: torch.nn.Module, params: Params, clips_dir: str | Pa
         params.data.eval_max_size,
         "cpu",
     )
+    classes = params.dataset.classes
     with tempfile.TemporaryDirectory(prefix="motrv3-val-") as tmp:
         results, gt = Path(tmp) / "results", Path(tmp) / "gt"
         results.mkdir()
         for sequence in list_sequences(directory):
             frames = ((frame, image) for frame, image, _ in iter_frames(directory, sequence))
-            rows, *_ = run_online(tracker, frames)
+            rows, *_ = run_online(tracker, frames, classes=classes)
             write_results(results / f"{sequence}.txt", rows)
         export_motchallenge_gt(directory, gt)
-        overall = evaluate_folder(gt, results, benchmark_of(params)).overall
+        overall = evaluate_folder(gt, results, benchmark_of(params), classes=classes).overall
     return {key: float(overall[key]) for key in TRACKING_KEYS}
 
 

@@ -74,6 +74,7 @@ def open_dataset(
         pseudo_labels=pseudo_labels_dir,
         pld_threshold=params.pld.threshold,
         pld_sources=list(params.pld.sources),
+        classes=params.dataset.classes,
     )
 
 
