@@ -122,8 +122,9 @@ class Tracker:
         confidences = scores[reported].cpu().tolist()
         keep = decision.keep.nonzero(as_tuple=True)[0]
         live = decision.ids[keep].tolist()
-        labels = [self.labels[i] for i in ids]
-        self.labels = {i: self.labels[i] for i in live}
+        # A track the bookkeeping missed (e.g. tracks handed in from outside) reads as class 0.
+        labels = [self.labels.get(i, 0) for i in ids]
+        self.labels = {i: self.labels.get(i, 0) for i in live}
         self.tracks = self.model.next_tracks(
             out,
             self.tracks,
