@@ -37,7 +37,7 @@ from motrv3.config import (
 )
 from pipeline.baseline_trackers import TRACKER_NAMES
 from pipeline.datasets import DATASET_NAMES, check_dataset_classes
-from pipeline.params_overrides import ParamsError, deep_merge, parse_override  # re-exported
+from pipeline.params_overrides import ParamsError, deep_merge, parse_override, with_sections  # re-exported
 from pipeline.params_overrides import format_errors as _format_errors
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
@@ -48,17 +48,12 @@ class _Section(BaseModel):
 
 
 def _section_from_dataclass(cls: type) -> type[_Section]:
-    """A strict pydantic section mirroring a `motrv3.config` dataclass (one definition, two uses).
-
-    `section.to_config()` gives the library's dataclass back.
-    """
+    """A strict pydantic section mirroring a `motrv3.config` dataclass; `to_config()` gives it back."""
     hints = typing.get_type_hints(cls)
     definitions: dict[str, Any] = {}
     for item in dataclasses.fields(cls):
-        if item.default_factory is not dataclasses.MISSING:
-            default = Field(default_factory=item.default_factory)
-        else:
-            default = item.default
+        factory = item.default_factory
+        default = item.default if factory is dataclasses.MISSING else Field(default_factory=factory)
         definitions[item.name] = (hints[item.name], default)
 
     def to_config(self):
@@ -243,6 +238,7 @@ class PseudoLabelsParams(_Section):
 
     sources: list[str] = Field(default_factory=lambda: ["detector", "detfile", "gt"])  # Table 4's sources
     detector_checkpoint: str = "models/detector/checkpoint.pt"  # source `detector`
+    teacher_checkpoint: str = "models/teacher/checkpoint.pt"  # source `teacher` (stages.train_teacher)
     detfile: dict[str, DetfileSpec] = Field(default_factory=dict)  # source `detfile:<name>`
     torchvision: dict[str, TorchvisionSpec] = Field(default_factory=dict)  # source `torchvision:<name>`
     workers: int | None = None  # Ray Data workers; None: one per GPU, else one per CPU; 1: in-process
@@ -339,6 +335,8 @@ class Params(BaseModel):
     tgd: TGDSection = Field(default_factory=TGDSection)
     train: TrainParams = Field(default_factory=TrainParams)
     detector: DetectorParams = Field(default_factory=DetectorParams)
+    # PLD's teacher (§3.3; stages.train_teacher): the detector's recipe with these sections changed.
+    teacher: dict[Literal["model", "data", "detector"], dict[str, Any]] = Field(default_factory=dict)
     pseudo_labels: PseudoLabelsParams = Field(default_factory=PseudoLabelsParams)
     track: TrackParams = Field(default_factory=TrackParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
@@ -385,6 +383,11 @@ def baseline(params: Params) -> Params:
     return effective
 
 
+def teacher_params(params: Params, source: str = "params") -> Params:
+    """`params` with the `teacher` sections merged in: the teacher's own model, data and schedule."""
+    return with_sections(params, params.teacher, source, key_prefix="teacher.")
+
+
 def switch_overrides(rfs: bool, pld: bool, tgd: bool) -> tuple[str, ...]:
     """`--set` overrides that turn each supervision on or off (`switch_overrides(False, False, False)`: the baseline)."""
     return tuple(
@@ -419,9 +422,11 @@ def resolve(
         raise ParamsError(_format_errors(f"{source}: profiles.{profile}", error)) from None
     merged = deep_merge(overlay, raw)
     try:
-        return Params.model_validate(merged)
+        params = Params.model_validate(merged)
     except ValidationError as error:
         raise ParamsError(_format_errors(source, error)) from None
+    teacher_params(params, source)  # a wrong key in `teacher` fails at load too
+    return params
 
 
 def load_params(

@@ -39,12 +39,24 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
-def format_errors(source: str, error: ValidationError) -> str:
+def format_errors(source: str, error: ValidationError, key_prefix: str = "") -> str:
     """A validation error as one line per dotted key, under the file (or profile) it came from."""
     lines = [f"{source}: invalid params"]
     for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "<root>"
+        key = key_prefix + ".".join(str(p) for p in item["loc"]) or "<root>"
         got = item.get("input")
         got_text = "" if isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"  {key}: {item['msg']}{got_text}")
     return "\n".join(lines)
+
+
+def with_sections(params, sections: dict[str, Any], source: str, key_prefix: str):
+    """A pydantic `params` with `sections` merged over its values and validated again; an error
+    names `key_prefix` + the key (e.g. `teacher.model.dec_layers`)."""
+    if not sections:
+        return params
+    merged = deep_merge(params.model_dump(mode="json"), sections)
+    try:
+        return type(params).model_validate(merged)
+    except ValidationError as error:
+        raise ParamsError(format_errors(source, error, key_prefix)) from None

@@ -369,6 +369,61 @@ def test_detector_source_random_model(tiny, tmp_path):
     np.testing.assert_allclose(got_scores, expect_scores[keep].numpy(), atol=1e-6)
 
 
+def test_teacher_source_sees_frames_at_its_own_size_and_is_scored(tiny, tmp_path):
+    """`teacher` (PLD's teacher, stages.train_teacher): a detector source with its own checkpoint and
+    the `teacher` sections' eval size; the summary scores every source against the ground truth."""
+    checkpoint = tmp_path / "teacher.pt"
+    _tiny_detector(checkpoint)
+    _run(
+        tiny,
+        tmp_path,
+        "pld.sources=[teacher, gt]",
+        f"pseudo_labels.teacher_checkpoint={checkpoint}",
+        "teacher.data.eval_size=80",  # the trackers' eval size stays 64
+        "teacher.data.eval_max_size=120",
+    )
+    labels = read_pseudo_labels(tmp_path / "pl" / "train", sources=["teacher"])
+    import motrv3
+    from pipeline.data.images import decode_image as decode_rgb
+    from pipeline.data.reader import DatasetReader
+
+    model, _ = motrv3.load_checkpoint(checkpoint)
+    frame = DatasetReader(tiny / "clips" / "train").frames("syn-train-01", [1])[0]
+    expect_boxes, expect_scores = motrv3.detect(model, decode_rgb(frame.image), 80, 120)
+    keep = expect_scores >= 0.05
+    got_boxes, got_scores = labels[("syn-train-01", frame.frame)]
+    np.testing.assert_allclose(got_scores, expect_scores[keep].numpy(), atol=1e-6)
+    np.testing.assert_allclose(got_boxes, expect_boxes[keep].numpy(), atol=1e-3)
+    summary = json.loads((tmp_path / "summary.json").read_text())["sources"]
+    assert summary["gt"]["against_gt"]["recall@0.05"] == summary["gt"]["against_gt"]["precision@0.5"] == 100.0
+    teacher = summary["teacher"]["against_gt"]
+    assert {"AP50", "precision@0.05", "recall@0.4", "recall@0.5"} <= set(teacher)
+    assert teacher["detections"] == sum(len(s) for _, s in labels.values())
+
+
+def test_teacher_quality_hand_case():
+    """Two targets; a hit at 0.9, a false positive at 0.6, a duplicate of the hit at 0.3."""
+    from pipeline.steps.pseudo_labels.driver import teacher_quality
+
+    truth = {("s", 1): (np.asarray([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32), np.ones(2, np.float32))}
+    dets = {
+        ("s", 1): (
+            np.asarray([[0, 0, 10, 11], [50, 50, 60, 60], [0, 0, 10, 10]], np.float32),
+            np.asarray([0.9, 0.6, 0.3], np.float32),
+        )
+    }
+    quality = teacher_quality(dets, truth, {}, 0.2)
+    assert quality["AP50"] == pytest.approx(50.0)  # precision 1 up to recall 0.5, nothing after
+    assert [k for k in quality if k.startswith("recall")] == [
+        "recall@0.2",
+        "recall@0.3",
+        "recall@0.4",
+        "recall@0.5",
+    ]
+    assert quality["precision@0.3"] == pytest.approx(100 / 3) and quality["recall@0.3"] == pytest.approx(50.0)
+    assert quality["precision@0.5"] == pytest.approx(50.0) and quality["recall@0.5"] == pytest.approx(50.0)
+
+
 def test_torchvision_source_random_fasterrcnn(tiny, tmp_path):
     import torchvision
 

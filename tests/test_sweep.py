@@ -52,6 +52,21 @@ def test_trial_key_changes_with_the_config():
     assert trial_key("1 Base", a).startswith("1-base-")
 
 
+def test_only_pld_rows_read_the_pseudo_labels(tmp_path):
+    """A trial's inputs are what it reads: a new pseudo-label source must not retrain the baseline."""
+    from pipeline.studies.sweep import trial_inputs
+
+    base = load_params(REPO / "params.yaml", ["pld.enabled=false"])
+    pld = load_params(REPO / "params.yaml", ["pld.enabled=true"])
+    store = tmp_path / "data" / "pseudo_labels" / base.dataset.train_split
+    assert store not in trial_inputs(base, tmp_path, "val")
+    assert store in trial_inputs(pld, tmp_path, "val")
+    store.mkdir(parents=True)
+    before = trial_key("1 Base", base, trial_inputs(base, tmp_path, "val"))
+    (store / "pseudo_labels.parquet").write_bytes(b"a new source")
+    assert trial_key("1 Base", base, trial_inputs(base, tmp_path, "val")) == before
+
+
 def tiny_runner(params, method, out_dir, root, split):
     """A stand-in for train → track → evaluate whose metrics follow the switched-on strategies."""
     out_dir.mkdir(parents=True, exist_ok=True)

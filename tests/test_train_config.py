@@ -99,3 +99,45 @@ def test_clear_errors_for_missing_inputs(tmp_path):
     odd = load_params(REPO_ROOT / "params.yaml", ["train.workers=3", "train.batch_size=2"])
     with pytest.raises(TrainingError, match="batch_size"):
         check_inputs(odd, "motr", tmp_path / "clips", None)
+
+
+def test_teacher_is_the_detector_recipe_with_the_teacher_sections():
+    """PLD's teacher (§3.3): the detector's effective params with `teacher` merged in, detection only."""
+    params = load_params(
+        REPO_ROOT / "params.yaml",
+        [
+            "teacher.model.dec_layers=5",
+            "teacher.detector.epochs=9",
+            "detector.epochs=7",
+            "model.dec_layers=3",
+        ],
+    )
+    teacher = method_params(params, "teacher")
+    detector = method_params(params, "detector")
+    assert teacher.model.dec_layers == 5 and detector.model.dec_layers == 3
+    assert teacher.train.epochs == 9 and detector.train.epochs == 7
+    assert teacher.data.clip_length == detector.data.clip_length == params.detector.frames
+    assert not (teacher.rfs.enabled or teacher.pld.enabled or teacher.tgd.enabled)
+    assert params.model.dec_layers == 3  # the trackers' model is untouched
+
+
+def test_teacher_errors_name_the_teacher_key():
+    from pipeline.params import ParamsError
+
+    with pytest.raises(ParamsError, match=r"teacher\.model\.dec_layer: Extra inputs"):
+        load_params(REPO_ROOT / "params.yaml", ["teacher.model.dec_layer=6"])
+    with pytest.raises(ParamsError, match=r"teacher\.data\.eval_size: Input should be a valid integer"):
+        load_params(REPO_ROOT / "params.yaml", ["teacher.data.eval_size=big"])
+    with pytest.raises(ParamsError, match=r"teacher\.tracking"):
+        load_params(REPO_ROOT / "params.yaml", ["teacher.tracking.new_track_score=0.3"])
+
+
+def test_teacher_stage_trains_nothing_without_teacher_sections(tmp_path, capsys):
+    """The paper profile's PLD reads YOLOX's detections: no `teacher`, the stage only leaves a note."""
+    from stages.train_teacher import main
+
+    out = tmp_path / "teacher"
+    main(["--no-progress", "--output-dir", str(out), "--set", "profile=paper"])
+    assert sorted(p.name for p in out.iterdir()) == ["NOT_TRAINED.txt"]
+    assert "describes no teacher" in (out / "NOT_TRAINED.txt").read_text()
+    assert "describes no teacher" in capsys.readouterr().out

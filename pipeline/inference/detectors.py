@@ -30,7 +30,7 @@ class Source:
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # RGB uint8 HWC → boxes, scores
 
 
-def detector_predictor(spec: dict[str, Any]) -> Predictor:
+def detector_predictor(spec: dict[str, Any], kind: str = "detector") -> Predictor:
     """Our detection-only Deformable-DETR (`motrv3.load_checkpoint`, `motrv3.detect`, detect queries only)."""
     import torch
 
@@ -38,8 +38,9 @@ def detector_predictor(spec: dict[str, Any]) -> Predictor:
 
     checkpoint = Path(spec["checkpoint"])
     if not checkpoint.is_file():
+        how = "with `teacher` sections in params.yaml" if kind == "teacher" else ""
         raise FileNotFoundError(
-            f"{checkpoint}: no detector checkpoint; run `python -m stages.train_detector` first"
+            f"{checkpoint}: no {kind} checkpoint; run `python -m stages.train_{kind}` first {how}".rstrip()
         )
     model, _ = motrv3.load_checkpoint(checkpoint)
     model = motrv3.optimize_for_inference(model.to(resolve_device("auto")))
@@ -113,8 +114,8 @@ def torchvision_predictor(spec: dict[str, Any], score_threshold: float) -> Predi
 
 
 def make_predictor(source: Source, score_threshold: float) -> Predictor:
-    if source.kind == "detector":
-        return detector_predictor(source.spec)
+    if source.kind in ("detector", "teacher"):
+        return detector_predictor(source.spec, source.kind)
     if source.kind == "torchvision":
         return torchvision_predictor(source.spec, score_threshold)
     raise ValueError(f"source {source.name!r} runs no model")

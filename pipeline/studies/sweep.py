@@ -120,7 +120,8 @@ def table_rows(table: int, params: Params) -> list[SweepRow]:
 def trial_inputs(params: Params, root: Path, split: str) -> list[Path]:
     """The data a trial reads: the training and evaluation splits, the pseudo labels, the init weights."""
     inputs = [root / paths.CLIPS_DIR / params.dataset.train_split, root / paths.CLIPS_DIR / split]
-    inputs.append(root / paths.PSEUDO_LABELS_DIR / params.dataset.train_split)
+    if params.pld.enabled:  # only PLD reads them: a new pseudo-label source retrains no baseline
+        inputs.append(root / paths.PSEUDO_LABELS_DIR / params.dataset.train_split)
     for section in (params.train, params.detector):
         if section.init_checkpoint:
             inputs.append(root / section.init_checkpoint)

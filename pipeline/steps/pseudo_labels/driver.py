@@ -28,11 +28,14 @@ import numpy as np
 from pipeline.data.parquet_io import sha256_file
 from pipeline.data.pseudo_label_store import LABELS_FILE, MANIFEST, PSEUDO_LABEL_SCHEMA, write_pseudo_labels
 from pipeline.data.reader import DatasetReader, FrameIndex
+from pipeline.evaluation.detection_metrics import detection_metrics, ground_truth_boxes
 from pipeline.formats.detections import Detections
 from pipeline.formats.errors import naming_file
 from pipeline.inference.detectors import default_workers, run_model
+from pipeline.params import teacher_params
 from pipeline.paths import CLIPS_DIR, METRICS_DIR, PSEUDO_LABELS_DIR, atomic_path, write_text_atomic
 from pipeline.steps.pseudo_labels.sources import (
+    MODEL_KINDS,
     Source,
     detfile_source,
     generated_sources,
@@ -40,6 +43,7 @@ from pipeline.steps.pseudo_labels.sources import (
     parse_sources,
 )
 
+QUALITY_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)  # the teacher report's score cuts
 SUMMARY_PATH = METRICS_DIR / "pseudo_labels.json"
 PLOT_PATH = METRICS_DIR / "pseudo_labels_scores.png"  # not reports/: that is the tables stage's output
 
@@ -87,7 +91,7 @@ def collect_source(
         notes.update(more)
     else:
         spec = dict(source.spec)
-        if source.kind == "detector":
+        if source.kind in MODEL_KINDS:
             spec.update(size=size, max_size=max_size)
         notes["checkpoint_sha256"] = (
             sha256_file(Path(spec["checkpoint"])) if Path(spec["checkpoint"]).is_file() else None
@@ -105,6 +109,14 @@ def collect_source(
     covered = {sequence for sequence, _ in dets}
     notes["sequences_without_detections"] = sorted(set(index.frames) - covered)
     return apply_threshold(dets, threshold), notes
+
+
+def teacher_quality(dets: Detections, truth: Detections, ignored: Detections, threshold: float) -> dict:
+    """How good a source is as PLD's teacher on a labelled split: AP50 and precision / recall (IoU
+    ≥ 0.5, percent) at the stage's threshold and the report's thresholds above it. Eq. 3 trains every
+    query it leaves unmatched towards background, so a target the teacher misses is taught as missed."""
+    cuts = sorted({threshold, *(t for t in QUALITY_THRESHOLDS if t >= threshold)})
+    return detection_metrics(dets, truth, ignored, 0.5, {f"@{cut:g}": cut for cut in cuts})
 
 
 def summarize(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
@@ -186,22 +198,30 @@ def run(
     threshold = params.pld.threshold
     rows: list[dict[str, Any]] = []
     notes = {}
+    truth, ignored = ground_truth_boxes(reader)
+    labelled = any(len(boxes) for boxes, _ in truth.values())
+    quality = {}
     for source in sources:
+        seen_as = teacher_params(params) if source.kind == "teacher" else params  # its own eval size
         dets, notes[source.name] = collect_source(
             source,
             dataset_dir,
             index,
             reader,
             threshold=threshold,
-            size=params.data.eval_size,
-            max_size=params.data.eval_max_size,
+            size=seen_as.data.eval_size,
+            max_size=seen_as.data.eval_max_size,
             workers=workers,
             batch_size=params.pseudo_labels.batch_size,
             ray_address=params.ray.address,
             progress=progress,
         )
         rows.extend(to_rows(source.name, dets, index))
+        if labelled:
+            quality[source.name] = teacher_quality(dets, truth, ignored, threshold)
     summary = summarize(rows, threshold)
+    for name, against_gt in quality.items():
+        summary["sources"][name]["against_gt"] = against_gt
     out_dir = Path(out_root) / split
     with atomic_path(out_dir) as tmp:
         # A failed write (a full disk) names the final file; atomic_path removes the partial folder.

@@ -1,6 +1,8 @@
 """Where pseudo labels come from (PLD, §3.3, Table 4): the `pld.sources` names and the offline sources.
 
-A source is `detector`, `detfile[:<name>]`, `torchvision[:<name>]` or `gt`; `detfile` reads detection
+A source is `detector`, `teacher`, `detfile[:<name>]`, `torchvision[:<name>]` or `gt`; `detector` is
+the detector the trackers start from, `teacher` one trained bigger and longer for PLD alone
+(`stages.train_teacher`); `detfile` reads detection
 files (`pipeline.formats.detections`) or the public detections the converter stored, `gt` copies the
 ground truth with confidence 1. Model sources run in `pipeline.inference.detectors`.
 """
@@ -19,7 +21,8 @@ from pipeline.formats.errors import DataError
 from pipeline.inference.detectors import Source
 from pipeline.params import DetfileSpec
 
-SOURCE_KINDS = ("detector", "detfile", "torchvision", "gt")
+SOURCE_KINDS = ("detector", "teacher", "detfile", "torchvision", "gt")
+MODEL_KINDS = ("detector", "teacher")  # our detection-only Deformable-DETR, from a checkpoint
 
 
 def parse_sources(names: list[str], pl_params) -> list[Source]:
@@ -35,10 +38,10 @@ def parse_sources(names: list[str], pl_params) -> list[Source]:
         kind, _, entry = name.partition(":")
         if kind not in SOURCE_KINDS:
             raise ValueError(f"source {name!r}: unknown kind {kind!r}; expected one of {SOURCE_KINDS}")
-        if kind in ("detector", "gt"):
+        if kind in (*MODEL_KINDS, "gt"):
             if entry:
                 raise ValueError(f"source {name!r}: {kind} takes no ':<name>'")
-            spec = {"checkpoint": pl_params.detector_checkpoint} if kind == "detector" else {}
+            spec = {"checkpoint": getattr(pl_params, f"{kind}_checkpoint")} if kind in MODEL_KINDS else {}
         else:
             table = getattr(pl_params, kind)
             if kind == "detfile" and not entry and not table:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.params import Params, baseline
+from pipeline.params import Params, baseline, teacher_params
 
-METHODS = ("motr", "motrv3", "detector")
+METHODS = ("motr", "motrv3", "detector", "teacher")
+DETECTION_ONLY = ("detector", "teacher")  # trained without clips, tracks or track queries
 
 
 class TrainingError(RuntimeError):
@@ -19,10 +20,14 @@ def method_params(params: Params, method: str) -> Params:
 
     `motr`: the baseline, MOTR with anchor queries (RFS, PLD and TGD off); `motrv3`: the
     rfs/pld/tgd sections as configured; `detector`: the PLD detector, detection-only on items of
-    `detector.frames` frames (one batch each) and the `detector.*` schedule.
+    `detector.frames` frames (one batch each) and the `detector.*` schedule; `teacher`: PLD's
+    teacher, the detector's recipe with the `teacher` sections merged in (a bigger model, a longer
+    schedule: §3.3's teacher is a detector stronger than the tracker's own).
     """
     if method not in METHODS:
         raise TrainingError(f"method: expected one of {METHODS}, got {method!r}")
+    if method == "teacher":
+        return method_params(teacher_params(params), "detector")
     effective = baseline(params) if method in ("motr", "detector") else params.model_copy(deep=True)
     if method == "detector":
         detector = params.detector

@@ -40,7 +40,7 @@ from pipeline.steps.train.distributed import (
     step_seed,
     to_device,
 )
-from pipeline.steps.train.methods import TrainingError
+from pipeline.steps.train.methods import DETECTION_ONLY, TrainingError
 from pipeline.steps.train.optim import build_optimizer, current_lrs, set_warmup, warmup_factor
 from pipeline.steps.train.telemetry import send
 from pipeline.steps.train.validation import can_validate, validate
@@ -88,7 +88,7 @@ class WorkerLoop:
         self.params = params = Params.model_validate(config["params"])
         self.train_cfg = params.train
         self.queue = config.get("queue")
-        self.detection_only = config["method"] == "detector"
+        self.detection_only = config["method"] in DETECTION_ONLY
         self.fault = config.get("fault") or {}
         configure_process(self.train_cfg.cpus_per_worker)
         self.device = ray.train.torch.get_device()
