@@ -35,7 +35,7 @@ def train_parser(prog: str, doc: str, methods: tuple[str, ...] | None) -> argpar
 def train(args: argparse.Namespace, method: str) -> dict:
     """Train with a clean console (`pipeline.console`: Ray's output goes to logs/train_<method>.log)."""
     params = params_from_args(args)
-    with stage_console("train_detector" if method == "detector" else f"train_{method}", args.verbose):
+    with stage_console(f"train_{method}", args.verbose):
         from pipeline.steps import train
 
         with user_errors(train.TrainingError):
