@@ -62,6 +62,7 @@ ALL_STAGES = {
     "generate",
     "convert",
     "train_detector",
+    "train_teacher",
     "pseudo_labels",
     "train_motr",
     *MOTRV3_STAGES,
