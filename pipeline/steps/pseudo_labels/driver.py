@@ -57,9 +57,13 @@ def apply_threshold(
     return {key: tuple(v[value[1] >= cut] for v in value) for key, value in dets.items()}
 
 
-def to_rows(source: str, dets: LabelledDetections, index: FrameIndex) -> Iterator[dict[str, Any]]:
-    """One row per frame of the split (frames without boxes included), schema `PSEUDO_LABEL_SCHEMA`."""
+def to_rows(
+    source: str, dets: Detections | LabelledDetections, index: FrameIndex
+) -> Iterator[dict[str, Any]]:
+    """One row per frame of the split (frames without boxes included), schema `PSEUDO_LABEL_SCHEMA`;
+    boxes without labels are label 0."""
     empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    dets = with_labels(dets)
     for sequence, frames in index.frames.items():
         for frame in frames:
             boxes, scores, labels = dets.get((sequence, int(frame)), empty)
