@@ -193,13 +193,18 @@ class ClipCriterion(nn.Module):
                         f"{at}: pseudo_boxes {tuple(target['pseudo_boxes'].shape)}, pseudo_scores "
                         f"{tuple(target['pseudo_scores'].shape)}; expected [P, 4], [P]"
                     )
-                sources = target.get("pseudo_sources")
-                if sources is not None and sources.shape != (num_pseudo,):
-                    raise ValueError(
-                        f"{at}: pseudo_sources {tuple(sources.shape)}, expected [P] = [{num_pseudo}]"
-                    )
+                for key in ("pseudo_sources", "pseudo_labels"):
+                    value = target.get(key)
+                    if value is not None and value.shape != (num_pseudo,):
+                        raise ValueError(f"{at}: {key} {tuple(value.shape)}, expected [P] = [{num_pseudo}]")
         # Value checks: every frame at once, one synchronisation.
         bad_class = [(t["labels"] >= self.num_classes).any() | (t["labels"] < 0).any() for t in targets]
+        bad_class = [
+            bad | ((t["pseudo_labels"] >= self.num_classes) | (t["pseudo_labels"] < 0)).any()
+            if self.pld_cfg.enabled and t.get("pseudo_labels") is not None
+            else bad
+            for bad, t in zip(bad_class, targets, strict=True)
+        ]
         repeated = [_has_repeats(t["obj_ids"]) for t in targets]
         bad_source = [
             ((t["pseudo_sources"] < 0) | (t["pseudo_sources"] >= num_sources)).any()
@@ -210,8 +215,10 @@ class ClipCriterion(nn.Module):
         count = len(targets)
         for index, bad in enumerate(flags[:count]):
             if bad:
+                pseudo = targets[index].get("pseudo_labels") if self.pld_cfg.enabled else None
                 raise ValueError(
-                    f"{where} frame {index}: target labels {targets[index]['labels'].tolist()} outside "
+                    f"{where} frame {index}: target labels {targets[index]['labels'].tolist()}"
+                    f"{'' if pseudo is None else f' or pseudo_labels {pseudo.tolist()}'} outside "
                     f"0..{self.num_classes - 1} (model.num_classes = {self.num_classes})"
                 )
         for index, bad in enumerate(flags[count : 2 * count]):

@@ -140,15 +140,19 @@ class Tracker:
 
 
 @torch.inference_mode()
-def detect(model, image, size: int, max_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Detect queries only, one frame: (boxes [Q, 4] x1, y1, x2, y2 pixels of the original image, scores [Q])."""
+def detect(
+    model, image, size: int, max_size: int | None, with_labels: bool = False
+) -> tuple[torch.Tensor, ...]:
+    """Detect queries only, one frame: (boxes [Q, 4] x1, y1, x2, y2 pixels of the original image, scores [Q]),
+    and with `with_labels` the class index [Q] each box scored (the argmax its score is the max of)."""
     was_training = model.training
     model.eval()
     try:
         device = next(model.parameters()).device
         x, (height, width) = preprocess(image, size, max_size, device)
         out = model.forward_frame(x, None)
-        scores = out.logits[-1].sigmoid().max(-1).values
-        return _to_pixels(out.boxes[-1], height, width).cpu(), scores.cpu()
+        scores, labels = out.logits[-1].sigmoid().max(-1)
+        boxes = _to_pixels(out.boxes[-1], height, width).cpu()
+        return (boxes, scores.cpu(), labels.cpu()) if with_labels else (boxes, scores.cpu())
     finally:
         model.train(was_training)

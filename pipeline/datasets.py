@@ -76,6 +76,12 @@ def class_map(raw: dict[Any, str] | None) -> dict[int, str]:
     return {int(key): str(name) for key, name in raw.items()}
 
 
+def class_ids(classes: dict[int, str] | None) -> list[int] | None:
+    """Label → gt class id for result rows when there are several classes; None (rows keep -1, the
+    MOTChallenge files of today) for one."""
+    return list(classes) if classes and len(classes) > 1 else None
+
+
 def classes_of_config(config: dict[str, Any] | None) -> dict[int, str]:
     """The classes a checkpoint's model was trained on (its params' `dataset.classes`); a checkpoint
     without them (imported, older) has `DEFAULT_CLASSES`."""

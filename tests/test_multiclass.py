@@ -107,16 +107,6 @@ def test_benchmarks_stay_single_class():
         assert resolve({}, [f"dataset.name={name}", "dataset.classes={1: pedestrian}"]).model.num_classes == 1
 
 
-def test_pld_is_refused_for_several_classes(tmp_path):
-    from pipeline.steps.train.methods import TrainingError, check_inputs
-
-    (tmp_path / "clips" / "train").mkdir(parents=True)
-    params = custom_params(tmp_path)
-    with pytest.raises(TrainingError, match="pseudo labels carry no class"):
-        check_inputs(params, "motrv3", tmp_path / "clips", tmp_path / "pseudo_labels" / "train")
-    check_inputs(params, "motr", tmp_path / "clips", None)  # no PLD: fine
-
-
 # ---- gt rules and result files
 
 

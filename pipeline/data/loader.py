@@ -147,17 +147,17 @@ def build_clip(
         )
         boxes, kept = apply_boxes(xyxy, plan, t)
         ids = frame.ids[keep][kept]
-        classes = (
-            frame_labels(frame, keep, labels)[kept] if labels is not None else np.full(len(ids), PERSON)
-        )
+        classes = frame_labels(frame, keep, labels)[kept] if labels is not None else np.full(len(ids), PERSON)
         pseudo_boxes = np.zeros((0, 4), np.float32)
         pseudo_scores = np.zeros((0,), np.float32)
         pseudo_sources = np.zeros((0,), np.int64)
+        pseudo_labels = np.zeros((0,), np.int64)
         if pseudo is not None and (frame.sequence, frame.frame) in pseudo:
-            raw_boxes, raw_scores, raw_sources = pseudo[(frame.sequence, frame.frame)]
+            raw_boxes, raw_scores, raw_sources, raw_labels = pseudo[(frame.sequence, frame.frame)]
             pseudo_boxes, pseudo_kept = apply_boxes(raw_boxes, plan, t)
             pseudo_scores = raw_scores[pseudo_kept].astype(np.float32)
             pseudo_sources = raw_sources[pseudo_kept].astype(np.int64)
+            pseudo_labels = raw_labels[pseudo_kept].astype(np.int64)
         targets.append(
             {
                 "boxes": torch.from_numpy(boxes),
@@ -166,6 +166,7 @@ def build_clip(
                 "pseudo_boxes": torch.from_numpy(pseudo_boxes),
                 "pseudo_scores": torch.from_numpy(pseudo_scores),
                 "pseudo_sources": torch.from_numpy(pseudo_sources),
+                "pseudo_labels": torch.from_numpy(pseudo_labels),
             }
         )
     first = frames[0]
@@ -186,7 +187,8 @@ class ClipDataset(torch.utils.data.Dataset):
 
     `pseudo_labels`: a pseudo-label Parquet file/folder (`PSEUDO_LABEL_SCHEMA`); boxes below
     `pld_threshold` are dropped, only `pld_sources` are read (all, as source 0, when None) and each
-    box keeps its source's index in `pld_sources` (`pseudo_sources`, for `pld.combine`). `train=False` gives eval clips: no augmentation, the minimum
+    box keeps its source's index in `pld_sources` (`pseudo_sources`, for `pld.combine`) and its class
+    (`pseudo_labels`, a label as `labels`'). `train=False` gives eval clips: no augmentation, the minimum
     interval, `data.eval_size`. `classes` (`dataset.classes`): must be those the split was converted
     with (its manifest's), else a `DataError`; None takes the manifest's.
     """
@@ -213,7 +215,9 @@ class ClipDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.train = train
         self.pseudo = (
-            read_pseudo_sources(pseudo_labels, pld_threshold, pld_sources) if pseudo_labels else None
+            read_pseudo_sources(pseudo_labels, pld_threshold, pld_sources, self.classes)
+            if pseudo_labels
+            else None
         )
         self.set_epoch(epoch)
 

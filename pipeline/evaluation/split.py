@@ -2,7 +2,8 @@
 
 `score_split` scores a tracker's result folder (or packages a submission archive for a split
 without labels); `score_detections` scores per-frame boxes as a tracker whose every box is its own
-identity, the detection reference of Table 1 (only DetA / MODA mean anything there).
+identity, the detection reference of Table 1 (only DetA / MODA mean anything there). Both score per
+class when the split has several (its manifest's `classes`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from pipeline.data.parquet_io import read_manifest
 from pipeline.data.reader import export_motchallenge_gt, list_sequences
-from pipeline.datasets import class_map
+from pipeline.datasets import class_ids, class_map
 from pipeline.evaluation import submission
 from pipeline.evaluation.benchmarks import benchmark_of
 from pipeline.evaluation.trackeval_runner import (
@@ -27,7 +28,7 @@ from pipeline.evaluation.trackeval_runner import (
     write_per_sequence_csv,
 )
 from pipeline.formats import motchallenge as mot
-from pipeline.formats.detections import Detections
+from pipeline.formats.detections import Detections, LabelledDetections, with_labels
 from pipeline.paths import FPS_FILE, METRICS_DIR
 
 
@@ -64,8 +65,7 @@ def score_split(
         unlabelled = sorted(set(list_sequences(dataset_dir)) - set(labelled))
         if unlabelled:
             raise FileNotFoundError(f"{dataset_dir}: sequences {unlabelled} have no ground truth, others do")
-        # The classes the split was converted with (dataset.classes then): what its gt rows mean.
-        classes = class_map(read_manifest(dataset_dir).get("classes"))
+        classes = split_classes(dataset_dir)
         evaluation = evaluate_folder(gt_dir, results, benchmark, classes=classes)
     extra = {}
     fps_file = results / FPS_FILE
@@ -79,29 +79,48 @@ def score_split(
     return evaluation
 
 
+def split_classes(dataset_dir: str | Path) -> dict[int, str]:
+    """The classes the split was converted with (dataset.classes then): what its gt rows mean."""
+    return class_map(read_manifest(Path(dataset_dir)).get("classes"))
+
+
 def detections_as_tracks(
-    dets: Detections, sequences: list[str], threshold: float | None, out_dir: Path
+    dets: Detections | LabelledDetections,
+    sequences: list[str],
+    threshold: float | None,
+    out_dir: Path,
+    classes: dict[int, str] | None = None,
 ) -> None:
-    """Result files where every box (score ≥ threshold; None: all) is its own identity."""
+    """Result files where every box (score ≥ threshold; None: all) is its own identity; column 8 the
+    gt class id of its label with several `classes`, else -1 (as our tracker's files)."""
+    ids = class_ids(classes)
     next_id = 1
     for sequence in sequences:
         rows = []
-        for (seq, frame), (boxes, scores) in sorted(dets.items()):
+        for (seq, frame), (boxes, scores, labels) in sorted(with_labels(dets).items()):
             if seq != sequence:
                 continue
-            for (x1, y1, x2, y2), score in zip(np.asarray(boxes), np.asarray(scores), strict=True):
+            for (x1, y1, x2, y2), score, label in zip(
+                np.asarray(boxes), np.asarray(scores), labels, strict=True
+            ):
                 if threshold is None or score >= np.float32(threshold):
-                    rows.append((frame, next_id, x1, y1, x2 - x1, y2 - y1, score))
+                    cls = ids[label] if ids else -1
+                    rows.append((frame, next_id, x1, y1, x2 - x1, y2 - y1, score, cls))
                     next_id += 1
-        mot.write_results(out_dir / f"{sequence}.txt", np.asarray(rows, np.float64).reshape(-1, 7))
+        mot.write_results(out_dir / f"{sequence}.txt", np.asarray(rows, np.float64).reshape(-1, 8))
 
 
 def score_detections(
-    dets: Detections, dataset_dir: str | Path, benchmark: str, threshold: float | None = None
+    dets: Detections | LabelledDetections,
+    dataset_dir: str | Path,
+    benchmark: str,
+    threshold: float | None = None,
 ) -> Evaluation:
-    """Per-frame boxes scored like a tracker's results against the split's ground truth."""
+    """Per-frame boxes (with labels: scored per class, as `score_split`) scored like a tracker's
+    results against the split's ground truth."""
+    classes = split_classes(dataset_dir)
     with tempfile.TemporaryDirectory(prefix="motrv3-detref-") as tmp_name:
         gt, results = Path(tmp_name) / "gt", Path(tmp_name) / "results"
         sequences = export_motchallenge_gt(Path(dataset_dir), gt)
-        detections_as_tracks(dets, sequences, threshold, results)
-        return evaluate_folder(gt, results, benchmark)
+        detections_as_tracks(dets, sequences, threshold, results, classes)
+        return evaluate_folder(gt, results, benchmark, classes=classes)

@@ -26,6 +26,18 @@ from pipeline.formats.motchallenge import (
 
 # (sequence, frame) → (boxes [K, 4] float32 xyxy pixels, scores [K] float32)
 Detections = dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]
+# The same with each box's class: + labels [K] int64, training labels (`dataset.classes` order).
+LabelledDetections = dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def with_labels(dets: Detections | LabelledDetections) -> LabelledDetections:
+    """`dets` with a label per box: those given kept, else 0 (a source of one class, e.g. det.txt)."""
+    return {
+        key: (value[0], value[1], value[2] if len(value) > 2 else np.zeros(len(value[1]), np.int64))
+        for key, value in dets.items()
+    }
+
+
 JSON_FIELDS = ("bb_left", "bb_top", "bb_width", "bb_height", "score")
 
 

@@ -14,7 +14,8 @@ import numpy as np
 
 from pipeline.data.images import decode_image
 from pipeline.data.reader import DatasetReader, FrameIndex
-from pipeline.formats.detections import Detections
+from pipeline.datasets import classes_of_config
+from pipeline.formats.detections import LabelledDetections
 from pipeline.runtime import configure_process, resolve_device
 
 
@@ -27,11 +28,27 @@ class Source:
     spec: dict[str, Any]  # the config entry (pseudo_labels.detfile/torchvision.<entry>) or detector settings
 
 
-Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # RGB uint8 HWC → boxes, scores
+# RGB uint8 HWC → boxes, scores, labels (class indices: `dataset.classes` order; 0 for one class)
+Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def check_detector_classes(checkpoint: Path, model, config: dict, classes: dict[int, str] | None) -> None:
+    """With several classes a box's label is the detector's class index: the detector must have been
+    trained on the same `dataset.classes` (same order), or every label would mean another class."""
+    if classes is None or len(classes) < 2:
+        return  # one class: every box is label 0 whatever the checkpoint (as before classes existed)
+    trained = classes_of_config(config)
+    if model.num_classes != len(classes) or list(trained) != list(classes):
+        raise ValueError(
+            f"{checkpoint}: a detector of {model.num_classes} classes {trained}, but dataset.classes is "
+            f"{dict(classes)}; train the detector on these classes (python -m stages.train_detector)"
+        )
 
 
 def detector_predictor(spec: dict[str, Any], kind: str = "detector") -> Predictor:
-    """Our detection-only Deformable-DETR (`motrv3.load_checkpoint`, `motrv3.detect`, detect queries only)."""
+    """Our detection-only Deformable-DETR (`motrv3.load_checkpoint`, `motrv3.detect`, detect queries
+    only); a box's label is the class it scored. `spec['classes']`: the split's, checked against the
+    detector's (`check_detector_classes`). `kind`: `detector` or `teacher`, for the error."""
     import torch
 
     import motrv3
@@ -42,15 +59,20 @@ def detector_predictor(spec: dict[str, Any], kind: str = "detector") -> Predicto
         raise FileNotFoundError(
             f"{checkpoint}: no {kind} checkpoint; run `python -m stages.train_{kind}` first {how}".rstrip()
         )
-    model, _ = motrv3.load_checkpoint(checkpoint)
+    model, config = motrv3.load_checkpoint(checkpoint)
+    check_detector_classes(checkpoint, model, config, spec.get("classes"))
     model = motrv3.optimize_for_inference(model.to(resolve_device("auto")))
 
-    def predict(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            boxes, scores = motrv3.detect(model, image, spec["size"], spec["max_size"])
-        return boxes.detach().float().cpu().numpy().reshape(
-            -1, 4
-        ), scores.detach().float().cpu().numpy().reshape(-1)
+            boxes, scores, labels = motrv3.detect(
+                model, image, spec["size"], spec["max_size"], with_labels=True
+            )
+        return (
+            boxes.detach().float().cpu().numpy().reshape(-1, 4),
+            scores.detach().float().cpu().numpy().reshape(-1),
+            labels.cpu().numpy().astype(np.int64).reshape(-1),
+        )
 
     return predict
 
@@ -101,14 +123,18 @@ def torchvision_predictor(spec: dict[str, Any], score_threshold: float) -> Predi
     model = build_torchvision_detector(spec, score_threshold).to(device)
     person = spec["person_class"]
 
-    def predict(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         tensor = torch.from_numpy(image).to(device).permute(2, 0, 1).float().div_(255.0)
         with torch.inference_mode():
             out = model([tensor])[0]
         keep = out["labels"] == person
-        return out["boxes"][keep].float().cpu().numpy().reshape(-1, 4), out["scores"][
-            keep
-        ].float().cpu().numpy()
+        scores = out["scores"][keep].float().cpu().numpy()
+        # The person class only: label 0, the first of dataset.classes (docs/pseudo_labels.md).
+        return (
+            out["boxes"][keep].float().cpu().numpy().reshape(-1, 4),
+            scores,
+            np.zeros(len(scores), np.int64),
+        )
 
     return predict
 
@@ -131,7 +157,7 @@ class _RayPredict:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         rows = _predict_rows(self.predict, self.reader, list(batch["sequence"]), list(batch["position"]))
-        return {key: [row[key] for row in rows] for key in ("sequence", "frame", "boxes", "scores")}
+        return {key: [row[key] for row in rows] for key in ("sequence", "frame", "boxes", "scores", "labels")}
 
 
 def _predict_rows(
@@ -140,13 +166,14 @@ def _predict_rows(
     rows = []
     for sequence, position in zip(sequences, positions, strict=True):
         frame = reader.frames(str(sequence), [int(position)])[0]
-        boxes, scores = predict(decode_image(frame.image))
+        boxes, scores, labels = predict(decode_image(frame.image))
         rows.append(
             {
                 "sequence": frame.sequence,
                 "frame": frame.frame,
                 "boxes": boxes.reshape(-1).tolist(),
                 "scores": scores.tolist(),
+                "labels": labels.tolist(),
             }
         )
     return rows
@@ -161,14 +188,14 @@ def run_model(
     batch_size: int,
     ray_address: str | None = None,
     progress: bool = True,
-) -> Detections:
+) -> LabelledDetections:
     """Run a model source over every frame: Ray Data with `workers` > 1, else in this process."""
     from tqdm import tqdm
 
     work = [
         (sequence, position) for sequence, frames in index.frames.items() for position in range(len(frames))
     ]
-    result: Detections = {}
+    result: LabelledDetections = {}
     bar = tqdm(total=len(work), desc=f"pseudo labels {source.name}", unit="frame", disable=not progress)
 
     def collect(rows: list[dict]) -> None:
@@ -177,6 +204,7 @@ def run_model(
             result[(str(row["sequence"]), int(row["frame"]))] = (
                 boxes,
                 np.asarray(row["scores"], dtype=np.float32),
+                np.asarray(row["labels"], dtype=np.int64),
             )
         bar.update(len(rows))
 

@@ -26,7 +26,7 @@ import motrv3
 from pipeline.console import Progress, say
 from pipeline.data.parquet_io import read_manifest
 from pipeline.data.reader import iter_frames, list_sequences
-from pipeline.datasets import class_map, classes_of_config
+from pipeline.datasets import class_ids, class_map, classes_of_config
 from pipeline.drawing import Annotator, class_names, rows_to_tracks
 from pipeline.formats.motchallenge import tracks_to_rows, write_results
 from pipeline.params import Params
@@ -85,12 +85,6 @@ def build_tracker(settings: TrackSettings):
     model = model.to(device).eval()
     tracker = motrv3.Tracker(model, settings.tracking, settings.size, settings.max_size, device)
     return with_classes(tracker, config)
-
-
-def class_ids(classes: dict[int, str] | None) -> list[int] | None:
-    """Label → gt class id for result rows when there are several classes; None (rows keep -1, the
-    MOTChallenge files of today) for one."""
-    return list(classes) if classes and len(classes) > 1 else None
 
 
 def warm_up(tracker, image: np.ndarray) -> float:

@@ -13,9 +13,9 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
-from pipeline.data.pseudo_label_store import read_pseudo_labels
+from pipeline.data.pseudo_label_store import read_labelled
 from pipeline.evaluation.benchmarks import benchmark_of
-from pipeline.evaluation.split import score_detections
+from pipeline.evaluation.split import score_detections, split_classes
 from pipeline.evaluation.trackeval_runner import write_metrics_json
 from pipeline.mlflow_utils import metric_name, setup_experiment
 from pipeline.paths import CLIPS_DIR, PSEUDO_LABELS_DIR, REPORTS_DIR
@@ -151,8 +151,14 @@ def evaluate_detections(params, root: Path, out_path: Path, source: str = "detec
     (DetA, MODA) mean anything for such rows.
     """
     split = params.dataset.train_split  # pseudo labels exist for the training split only
-    labels = read_pseudo_labels(root / PSEUDO_LABELS_DIR / split, params.tracking.new_track_score, [source])
-    scored = score_detections(labels, root / CLIPS_DIR / split, benchmark_of(params))
+    dataset_dir = root / CLIPS_DIR / split
+    labels = read_labelled(
+        root / PSEUDO_LABELS_DIR / split,
+        params.tracking.new_track_score,
+        [source],
+        len(split_classes(dataset_dir)),
+    )
+    scored = score_detections(labels, dataset_dir, benchmark_of(params))
     write_metrics_json(scored, out_path)
     return out_path
 

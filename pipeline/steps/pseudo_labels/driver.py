@@ -11,6 +11,9 @@ original image) and confidences; boxes below `pld.threshold` (0.05, §4.2) are d
 - `torchvision:<name>`: a torchvision detection architecture with weights from a local file;
 - `gt`: the ground truth itself, confidence 1 (Table 4, last row).
 
+Every box carries its class (`labels`, a position in the split's `dataset.classes`): the class our
+detector scored, the gt row's class, label 0 for the single-class detection files and torchvision.
+
 Each source keeps its own rows (column `source`), so the trainer can combine them in parallel
 (one label set per source, Table 4 row 3) or concatenated (`pld.combine`). Model sources run
 over frames with Ray Data `map_batches` (one model per worker), or in-process with one worker.
@@ -28,8 +31,9 @@ import numpy as np
 from pipeline.data.parquet_io import sha256_file
 from pipeline.data.pseudo_label_store import LABELS_FILE, MANIFEST, PSEUDO_LABEL_SCHEMA, write_pseudo_labels
 from pipeline.data.reader import DatasetReader, FrameIndex
+from pipeline.datasets import class_map
 from pipeline.evaluation.detection_metrics import detection_metrics, ground_truth_boxes
-from pipeline.formats.detections import Detections
+from pipeline.formats.detections import Detections, LabelledDetections, with_labels
 from pipeline.formats.errors import naming_file
 from pipeline.inference.detectors import default_workers, run_model
 from pipeline.params import teacher_params
@@ -48,23 +52,31 @@ SUMMARY_PATH = METRICS_DIR / "pseudo_labels.json"
 PLOT_PATH = METRICS_DIR / "pseudo_labels_scores.png"  # not reports/: that is the tables stage's output
 
 
-def apply_threshold(dets: Detections, threshold: float) -> Detections:
-    """PLD's confidence filter (§3.3): keep boxes with score ≥ threshold (0.05 kept, 0.04 dropped)."""
+def apply_threshold(
+    dets: Detections | LabelledDetections, threshold: float
+) -> Detections | LabelledDetections:
+    """PLD's confidence filter (§3.3): keep boxes with score ≥ threshold (0.05 kept, 0.04 dropped);
+    labels, when given, follow their boxes."""
     cut = np.float32(threshold)
-    return {key: (boxes[scores >= cut], scores[scores >= cut]) for key, (boxes, scores) in dets.items()}
+    return {key: tuple(v[value[1] >= cut] for v in value) for key, value in dets.items()}
 
 
-def to_rows(source: str, dets: Detections, index: FrameIndex) -> Iterator[dict[str, Any]]:
-    """One row per frame of the split (frames without boxes included), schema `PSEUDO_LABEL_SCHEMA`."""
-    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+def to_rows(
+    source: str, dets: Detections | LabelledDetections, index: FrameIndex
+) -> Iterator[dict[str, Any]]:
+    """One row per frame of the split (frames without boxes included), schema `PSEUDO_LABEL_SCHEMA`;
+    boxes without labels are label 0."""
+    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    dets = with_labels(dets)
     for sequence, frames in index.frames.items():
         for frame in frames:
-            boxes, scores = dets.get((sequence, int(frame)), empty)
+            boxes, scores, labels = dets.get((sequence, int(frame)), empty)
             yield {
                 "sequence": sequence,
                 "frame": int(frame),
                 "boxes": boxes.astype(np.float32).tolist(),
                 "scores": scores.astype(np.float32).tolist(),
+                "labels": labels.astype(np.int32).tolist(),
                 "source": source,
             }
 
@@ -82,17 +94,19 @@ def collect_source(
     batch_size: int,
     ray_address: str | None,
     progress: bool,
-) -> tuple[Detections, dict[str, Any]]:
+) -> tuple[LabelledDetections, dict[str, Any]]:
     notes: dict[str, Any] = {"kind": source.kind}
     if source.kind == "gt":
-        dets = gt_source(reader)
+        dets = gt_source(reader, with_labels=True)
     elif source.kind == "detfile":
         dets, more = detfile_source(source.spec, reader, index)
+        dets = with_labels(dets)  # detection files are of one class: label 0
         notes.update(more)
     else:
         spec = dict(source.spec)
         if source.kind in MODEL_KINDS:
-            spec.update(size=size, max_size=max_size)
+            # The split's classes: the detector's class indices must be their labels.
+            spec.update(size=size, max_size=max_size, classes=class_map(reader.manifest.get("classes")))
         notes["checkpoint_sha256"] = (
             sha256_file(Path(spec["checkpoint"])) if Path(spec["checkpoint"]).is_file() else None
         )
@@ -111,12 +125,16 @@ def collect_source(
     return apply_threshold(dets, threshold), notes
 
 
-def teacher_quality(dets: Detections, truth: Detections, ignored: Detections, threshold: float) -> dict:
+def teacher_quality(
+    dets: Detections | LabelledDetections, truth: Detections, ignored: Detections, threshold: float
+) -> dict:
     """How good a source is as PLD's teacher on a labelled split: AP50 and precision / recall (IoU
-    ≥ 0.5, percent) at the stage's threshold and the report's thresholds above it. Eq. 3 trains every
-    query it leaves unmatched towards background, so a target the teacher misses is taught as missed."""
+    ≥ 0.5, percent, classes aside) at the stage's threshold and the report's thresholds above it.
+    Eq. 3 trains every query it leaves unmatched towards background, so a target the teacher misses
+    is taught as missed."""
     cuts = sorted({threshold, *(t for t in QUALITY_THRESHOLDS if t >= threshold)})
-    return detection_metrics(dets, truth, ignored, 0.5, {f"@{cut:g}": cut for cut in cuts})
+    boxes_and_scores = {key: value[:2] for key, value in dets.items()}
+    return detection_metrics(boxes_and_scores, truth, ignored, 0.5, {f"@{cut:g}": cut for cut in cuts})
 
 
 def summarize(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
@@ -144,6 +162,13 @@ def summarize(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
         summary["frames"] = max(summary["frames"], len(items))
         summary["boxes"] += int(counts.sum())
     return summary
+
+
+def class_boxes(rows: list[dict[str, Any]], source: str, classes: dict[int, str]) -> dict[str, int]:
+    """Boxes of `source` per gt class id (the manifest's check that every class got pseudo labels)."""
+    labels = [label for row in rows if row["source"] == source for label in row["labels"]]
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=len(classes))
+    return {str(cls): int(counts[label]) for label, cls in enumerate(classes)}
 
 
 def plot_summary(rows: list[dict[str, Any]], path: Path, threshold: float) -> None:
@@ -222,6 +247,7 @@ def run(
     summary = summarize(rows, threshold)
     for name, against_gt in quality.items():
         summary["sources"][name]["against_gt"] = against_gt
+    classes = class_map(reader.manifest.get("classes"))  # what the labels index
     out_dir = Path(out_root) / split
     with atomic_path(out_dir) as tmp:
         # A failed write (a full disk) names the final file; atomic_path removes the partial folder.
@@ -235,11 +261,13 @@ def run(
             "dataset_dir": str(dataset_dir),
             "dataset_manifest_sha256": sha256_file(dataset_dir / "manifest.json"),
             "threshold": threshold,
+            "classes": {str(cls): name for cls, name in classes.items()},
             "sources": {
                 s.name: {
                     **notes[s.name],
                     "boxes": summary["sources"][s.name]["boxes"],
                     "frames": summary["sources"][s.name]["frames"],
+                    **({"class_boxes": class_boxes(rows, s.name, classes)} if len(classes) > 1 else {}),
                 }
                 for s in sources
             },

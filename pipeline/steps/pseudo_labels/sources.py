@@ -5,6 +5,9 @@ the detector the trackers start from, `teacher` one trained bigger and longer fo
 (`stages.train_teacher`); `detfile` reads detection
 files (`pipeline.formats.detections`) or the public detections the converter stored, `gt` copies the
 ground truth with confidence 1. Model sources run in `pipeline.inference.detectors`.
+
+Each box's class (a training label, `dataset.classes` order): `detector` the class it scored, `gt`
+its row's class; detection files and torchvision's person class are of one class, label 0.
 """
 
 from __future__ import annotations
@@ -14,9 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.data.loader import frame_labels, label_lookup
 from pipeline.data.parquet_io import sha256_file
 from pipeline.data.reader import DatasetReader, FrameIndex
-from pipeline.formats.detections import Detections, read_json_db, read_motchallenge_dets, xywh_to_xyxy
+from pipeline.datasets import class_map
+from pipeline.formats.detections import (
+    Detections,
+    LabelledDetections,
+    read_json_db,
+    read_motchallenge_dets,
+    xywh_to_xyxy,
+)
 from pipeline.formats.errors import DataError
 from pipeline.inference.detectors import Source
 from pipeline.params import DetfileSpec
@@ -72,13 +83,19 @@ def generated_sources(params) -> list[str]:
     return names
 
 
-def gt_source(reader: DatasetReader) -> Detections:
-    """The ground truth as pseudo labels with confidence 1 (Table 4, 'Ground Truth'); ignored rows left out."""
-    result: Detections = {}
+def gt_source(reader: DatasetReader, with_labels: bool = False) -> Detections | LabelledDetections:
+    """The ground truth as pseudo labels with confidence 1 (Table 4, 'Ground Truth'); ignored rows left
+    out. `with_labels`: each box's label too, its gt class's position in the split's classes (as the
+    loader labels targets)."""
+    labels = label_lookup(class_map(reader.manifest.get("classes")))
+    result: dict = {}
     for sequence in reader.sequences:
         for frame in reader.iter_sequence(sequence):
-            boxes = xywh_to_xyxy(frame.boxes[~frame.ignore])
+            keep = ~frame.ignore
+            boxes = xywh_to_xyxy(frame.boxes[keep])
             result[(sequence, frame.frame)] = (boxes, np.ones(len(boxes), dtype=np.float32))
+            if with_labels:
+                result[(sequence, frame.frame)] += (frame_labels(frame, keep, labels),)
     return result
 
 

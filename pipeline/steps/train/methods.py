@@ -50,13 +50,6 @@ def check_inputs(params: Params, method: str, clips_dir: Path, pseudo_labels_dir
         raise TrainingError(
             f"{split_dir}: no training clips (run the `convert` stage first: python -m stages.convert)"
         )
-    if pseudo_labels_dir is not None and len(params.dataset.classes) > 1:
-        # The pseudo-label store keeps boxes and scores, no class: PLD would train all as class 0.
-        raise TrainingError(
-            f"pld.enabled: pseudo labels carry no class yet, and dataset.classes has "
-            f"{len(params.dataset.classes)}; train several classes with --set pld.enabled=false "
-            "(or the motr method)"
-        )
     if pseudo_labels_dir is not None and not pseudo_labels_dir.exists():
         raise TrainingError(
             f"{pseudo_labels_dir}: no pseudo labels, but pld.enabled is true for method {method!r} "
