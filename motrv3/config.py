@@ -113,7 +113,8 @@ class PLDConfig:
     combine: Literal["parallel", "concat"] = "parallel"
     layers: list[int] | None = None  # decoder layers Eq. 3 supervises; None = all ("all 6 decoders")
     # Who may take a tracked target's pseudo label (motrv3/supervision/pld.py): `literal` any query
-    # (Eq. 3 over all M+N), `track_aware` its track query (Eq. 2's rule carried to pseudo labels).
+    # (Eq. 3 over all M+N), `track_aware` its track query (Eq. 2's rule carried to pseudo labels),
+    # `consistent` as track_aware, with no ω background on a query the layer's ground truth trains.
     reading: str = "literal"
 
     def __post_init__(self) -> None:

@@ -5,6 +5,8 @@ Each reading is one `motrv3.supervision` class selected by one config field (doc
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -128,3 +130,36 @@ def test_pld_track_aware_gives_a_tracked_targets_pseudo_label_to_its_track_query
     assert aware.assignments["pld"][0].tolist() == [-1, 1, 0]
     l1 = 0.9 * 0.03
     assert aware.losses["pld_l1"].item() == pytest.approx(5 * l1, rel=1e-4)
+
+
+def test_pld_consistent_spares_the_query_the_layers_ground_truth_trains_positive():
+    # RFS keep_identity + PLD. det0 sits on A (id 10), which track 0 carries but misses (far);
+    # det1 sits on the new label C. Pseudo labels P_A = A (0.9) and P_C = C (0.6). All logits 0.
+    from motrv3.config import LossConfig, PLDConfig, RFSConfig, TGDConfig
+    from motrv3.criterion import ClipCriterion
+    from motrv3.matcher import build_matcher
+
+    layer = [A_BOX, C_BOX, FAR]
+    out = make_output([layer, layer], num_det=2, num_track=1)
+    target = make_target([A_BOX, C_BOX], [10, 30], pseudo_boxes=[A_BOX, C_BOX], pseudo_scores=[0.9, 0.6])
+
+    def criterion(reading):
+        return ClipCriterion(
+            build_matcher(LossConfig()), LossConfig(), RFSConfig(enabled=True, reading="keep_identity"),
+            PLDConfig(enabled=True, reading=reading), TGDConfig(enabled=False), record_assignments=True,
+        )  # fmt: skip
+
+    aware = criterion("track_aware").frame_loss(out, target, tensor_ids(10))
+    consistent = criterion("consistent").frame_loss(out, target, tensor_ids(10))
+    # early layer: 𝔖_a trains det0 positive on A; the last layer: Eq. 1 trains det0 as background
+    assert aware.assignments["det"][:, 0].tolist() == [0, -1]
+    # both readings give P_A to track 0 and P_C to det1 in both layers: det0 has no pseudo label
+    for result in (aware, consistent):
+        assert result.assignments["pld"].tolist() == [[-1, 1, 0], [-1, 1, 0]]
+    # track_aware: det0 pays ω = 0.5 background in both layers; consistent only in the last one,
+    # where the ground truth trains it as background too. Focal background at p = 0.5:
+    # (1 − α) · p^γ · −log(1 − p) = 0.75 · 0.25 · ln 2, λ_cls = 2.
+    background = 0.75 * 0.25 * math.log(2)
+    gap = aware.losses["pld_cls"].item() - consistent.losses["pld_cls"].item()
+    assert gap == pytest.approx(2 * 0.5 * background, rel=1e-5)
+    assert consistent.losses["pld_l1"].item() == pytest.approx(aware.losses["pld_l1"].item())

@@ -18,7 +18,7 @@ from motrv3.supervision.base import (
     detection_loss,
     supervised_layers,
 )
-from motrv3.supervision.pld import PLDSupervision, PLDTrackAware, pseudo_label_sets
+from motrv3.supervision.pld import PLDConsistent, PLDSupervision, PLDTrackAware, pseudo_label_sets
 from motrv3.supervision.rfs import RFSSupervision, rfs_layers
 from motrv3.supervision.rfs_keep_identity import RFSKeepIdentity
 from motrv3.supervision.standard import StandardSupervision
@@ -33,6 +33,7 @@ RFS_READINGS: dict[str, type[RFSSupervision]] = {
 PLD_READINGS: dict[str, type[PLDSupervision]] = {
     "literal": PLDSupervision,
     "track_aware": PLDTrackAware,
+    "consistent": PLDConsistent,
 }
 
 
@@ -64,6 +65,7 @@ def build_supervisions(
 __all__ = [
     "LOSS_TERMS",
     "PLD_READINGS",
+    "PLDConsistent",
     "PLDTrackAware",
     "RFS_READINGS",
     "FrameContext",

@@ -53,11 +53,13 @@ class PLDSupervision(Supervision):
         assigned = torch.full((self.num_slots, ctx.num_original), -1, dtype=torch.long, device=logits.device)
         total: Terms = {}
         for slot, (labels, pseudo_boxes, scores) in ctx.frame.pseudo_sets:
-            assigned[slot], terms = self.assign_set(ctx, logits, boxes, labels, pseudo_boxes, scores)
+            assigned[slot], terms = self.assign_set(ctx, layer, logits, boxes, labels, pseudo_boxes, scores)
             total = {term: total.get(term, 0.0) + value for term, value in terms.items()}
         return (assigned if self.parallel else assigned[0]), total
 
-    def assign_set(self, ctx, logits, boxes, labels, pseudo_boxes, scores) -> tuple[torch.Tensor, Terms]:
+    def assign_set(
+        self, ctx, layer, logits, boxes, labels, pseudo_boxes, scores
+    ) -> tuple[torch.Tensor, Terms]:
         """Eq. 3 for one label set: the assignment [M+N] (index into the set, −1 none) and its sums."""
         num_queries = logits.shape[0]
         cost = self.matcher.cost_matrix(logits, boxes, labels, pseudo_boxes)
@@ -119,7 +121,9 @@ class PLDTrackAware(PLDSupervision):
     a positive by Eq. 3 and as background by Eq. 1 on the same output.
     """
 
-    def assign_set(self, ctx, logits, boxes, labels, pseudo_boxes, scores) -> tuple[torch.Tensor, Terms]:
+    def assign_set(
+        self, ctx, layer, logits, boxes, labels, pseudo_boxes, scores
+    ) -> tuple[torch.Tensor, Terms]:
         frame, num_det = ctx.frame, ctx.num_det
         num_queries = logits.shape[0]
         assigned = torch.full((num_queries,), -1, dtype=torch.long, device=logits.device)
@@ -141,10 +145,30 @@ class PLDTrackAware(PLDSupervision):
         rows, cols = self.matcher.solve(cost)
         assigned[free[rows]] = rest[cols]
         weights = self.weights(assigned, scores)
-        identity = torch.zeros(num_queries, dtype=torch.bool, device=logits.device)
-        identity[num_det:] = frame.track_ids >= 0
-        weights = torch.where(identity & (assigned < 0), torch.zeros_like(weights), weights)
+        exempt = torch.zeros(num_queries, dtype=torch.bool, device=logits.device)
+        exempt[num_det:] = frame.track_ids >= 0
+        exempt |= self.exempt_from_background(ctx, layer)
+        weights = torch.where(exempt & (assigned < 0), torch.zeros_like(weights), weights)
         return assigned, self.loss(logits, boxes, assigned, labels, pseudo_boxes, weights)
+
+    def exempt_from_background(self, ctx: FrameContext, layer: int) -> torch.Tensor:
+        """Queries (besides the identities) that pay no ω background term when no pseudo label is theirs."""
+        return torch.zeros(ctx.num_original, dtype=torch.bool, device=ctx.det_assigned.device)
+
+
+class PLDConsistent(PLDTrackAware):
+    """PLD, `pld.reading: consistent`: `track_aware`, and Eq. 3 never contradicts the layer's ground truth.
+
+    Eq. 3's ω background term skips every query that the layer's detection supervision trains
+    positive (`FrameContext.det_assigned`: Eq. 1 + 2, or RFS's 𝔖_a in the early layers). Two
+    contradictions `track_aware` leaves go with it: a detect query RFS gives a tracked target's
+    label in an early layer (its pseudo label goes to the track query, so Eq. 3 pushed the detect
+    query down where 𝔖_a pushes it up), and a detect query Eq. 1 trains on a new target the
+    teacher missed. The paper does not say how Eq. 3 composes with 𝔖_a; docs/strategies.md.
+    """
+
+    def exempt_from_background(self, ctx: FrameContext, layer: int) -> torch.Tensor:
+        return ctx.det_assigned[layer] >= 0
 
 
 TRACKED_IOU = 0.5  # as MOTR's IoU rule for keeping an identity (motrv3.runner.MIN_TRACK_IOU)
