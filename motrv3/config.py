@@ -72,6 +72,9 @@ class TrackingConfig:
     new_track_score: float = 0.5  # §4.2 / MOTRv2: detect query → track query when score ≥ this
     keep_track_score: float = 0.5  # MOTRv2: a track below this counts a miss and is not reported
     miss_tolerance: int = 20  # MOTRv2 (DanceTrack): consecutive misses before a track is dropped
+    # Not in MOTR/MOTRv2 (None): no birth where the detect query's box overlaps a reported track or a
+    # stronger birth by IoU ≥ this (motrv3.tracks.duplicate_births; the cpu profile, docs/training.md).
+    birth_overlap: float | None = None
     # MOTR's training augmentations of the track query set (MOTR's configs: 0.1 / 0.3)
     drop_track_prob: float = 0.1
     fp_track_prob: float = 0.3

@@ -109,6 +109,8 @@ class Tracker:
             cfg.new_track_score,
             cfg.keep_track_score,
             cfg.miss_tolerance,
+            out.boxes[-1, : out.num_original],
+            cfg.birth_overlap,
         )
         first_new = self.next_id
         self.next_id = decision.next_id

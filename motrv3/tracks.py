@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torchvision.ops import box_convert, box_iou
 
 
 @dataclass
@@ -61,6 +62,8 @@ def runtime_update(
     new_track_score: float,
     keep_track_score: float,
     miss_tolerance: int,
+    boxes: torch.Tensor | None = None,
+    birth_overlap: float | None = None,
 ) -> RuntimeDecision:
     """Inference life cycle of MOTR/MOTRv2 (`RuntimeTrackerBase`), vectorised.
 
@@ -68,12 +71,19 @@ def runtime_update(
     score ≥ new_track_score starts a new track (fresh id); a track below keep_track_score counts a
     miss, any score ≥ new_track_score resets the count; after miss_tolerance consecutive misses
     the track is dropped. Reported: tracks with score ≥ keep_track_score.
+
+    `birth_overlap` (not in MOTR/MOTRv2; None there): with `boxes` [M+N, 4] cxcywh, a detect query
+    starts no track where its box overlaps (IoU ≥ birth_overlap) a track reported this frame or a
+    higher-scoring birth of this frame: a second track on a target someone already holds.
     """
     device = scores.device
     ids = torch.cat([torch.full((num_det,), -1, dtype=torch.long, device=device), track_ids])
     misses = torch.cat([torch.zeros(num_det, dtype=torch.long, device=device), track_misses])
     misses = torch.where(scores >= new_track_score, torch.zeros_like(misses), misses)
     new = (ids < 0) & (scores >= new_track_score)
+    if birth_overlap is not None and boxes is not None and bool(new.any()):
+        held = (ids >= 0) & (scores >= keep_track_score)
+        new &= ~duplicate_births(scores, boxes, new, held, birth_overlap)
     num_new = int(new.sum())
     ids[new] = torch.arange(next_id, next_id + num_new, device=device)
     missed = (ids >= 0) & (scores < keep_track_score)
@@ -81,3 +91,19 @@ def runtime_update(
     ids = torch.where(missed & (misses >= miss_tolerance), torch.full_like(ids, -1), ids)
     keep = ids >= 0
     return RuntimeDecision(ids, misses, keep, keep & (scores >= keep_track_score), next_id + num_new)
+
+
+def duplicate_births(
+    scores: torch.Tensor, boxes: torch.Tensor, candidates: torch.Tensor, held: torch.Tensor, overlap: float
+) -> torch.Tensor:
+    """[M+N] bool: the birth candidates whose box overlaps (IoU ≥ `overlap`) a `held` query's box or
+    a higher-scoring candidate that is itself kept (greedy, highest score first)."""
+    xyxy = box_convert(boxes.float(), "cxcywh", "xyxy")
+    duplicate = torch.zeros_like(candidates)
+    taken = held.clone()
+    for index in sorted(candidates.nonzero(as_tuple=True)[0].tolist(), key=lambda i: -float(scores[i])):
+        if bool(taken.any()) and float(box_iou(xyxy[index : index + 1], xyxy[taken]).max()) >= overlap:
+            duplicate[index] = True
+        else:
+            taken[index] = True
+    return duplicate

@@ -38,6 +38,29 @@ def test_runtime_update_by_hand():
     assert decision.report.tolist() == [False, False] and decision.misses.tolist() == [0, 1]
 
 
+def test_birth_overlap_suppresses_a_second_track_on_a_held_target_by_hand():
+    # 3 detect queries, then track 4 (score 0.7, reported). det0 sits on track 4's box; det1 on a
+    # free target B; det2 on B shifted by 0.02 of a 0.2-wide box: IoU 0.18 / 0.22 = 0.82 with det1.
+    track_box, b_box, near_b = [0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2], [0.72, 0.7, 0.2, 0.2]
+    args = dict(
+        scores=torch.tensor([0.9, 0.8, 0.6, 0.7]),
+        track_ids=torch.tensor([4]),
+        track_misses=torch.tensor([0]),
+        num_det=3,
+        next_id=5,
+        new_track_score=0.5,
+        keep_track_score=0.4,
+        miss_tolerance=3,
+        boxes=torch.tensor([track_box, b_box, near_b, track_box]),
+    )
+    assert runtime_update(**args).ids.tolist() == [5, 6, 7, 4]  # MOTR: every detect query ≥ 0.5
+    # IoU 1 with the held track: no birth; det1 born; det2 overlaps det1's birth (0.82 ≥ 0.5)
+    decision = runtime_update(**args, birth_overlap=0.5)
+    assert decision.ids.tolist() == [-1, 5, -1, 4] and decision.next_id == 6
+    # at 0.9 only det0 (IoU 1) is a duplicate
+    assert runtime_update(**args, birth_overlap=0.9).ids.tolist() == [-1, 5, 6, 4]
+
+
 def test_resized_shape_and_normalisation():
     assert resized_shape(480, 640, 192, 320) == (192, 256)
     assert resized_shape(192, 640, 192, 320) == (96, 320)  # capped by max_size

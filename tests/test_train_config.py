@@ -75,9 +75,12 @@ def test_run_name_follows_weight_relevant_params_and_data(tmp_path):
     name = run_name(base, "motrv3", [data])
     assert name.startswith("motrv3-") and name == run_name(base, "motrv3", [data])
     same = load_params(
-        REPO_ROOT / "params.yaml", ["train.max_failures=3", "mlflow.experiment=x", "ray.num_cpus=1"]
+        REPO_ROOT / "params.yaml",
+        ["train.max_failures=3", "mlflow.experiment=x", "ray.num_cpus=1", "tracking.birth_overlap=0.7"],
     )
-    assert run_name(same, "motrv3", [data]) == name
+    assert run_name(same, "motrv3", [data]) == name  # inference-only keys reuse the trained run
+    trained_differently = load_params(REPO_ROOT / "params.yaml", ["tracking.fp_track_prob=0.2"])
+    assert run_name(trained_differently, "motrv3", [data]) != name
     assert run_name(load_params(REPO_ROOT / "params.yaml", ["tgd.groups=5"]), "motrv3", [data]) != name
     (data / "manifest.json").write_text('{"changed": 1}')
     assert run_name(base, "motrv3", [data]) != name

@@ -60,6 +60,7 @@ IDENTITY_EXCLUDE = {
     "scaling": None,
     "profile": None,
     "train": {"max_failures", "storage_path", "checkpoint_every_steps"},
+    "tracking": {"birth_overlap"},  # inference only (the other tracking keys also shape training)
 }
 
 
