@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     which.add_argument(
         "--study",
         choices=("strategies",),
-        help="a study that is not a paper table: `strategies` runs each reading of RFS / PLD / TGD on "
-        "its own (pipeline.studies.study.STRATEGY_STUDY) and writes reports/strategies.md",
+        help="a study that is not a paper table: `strategies` runs rows of "
+        "pipeline.studies.study.STRATEGY_STUDY (without --row its DEFAULT_ROWS: Table 3's six rows "
+        "at the profile's readings, then two diagnostics) and writes reports/strategies.md",
     )
     parser.add_argument(
         "--row",
@@ -68,12 +69,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def start(params, common):
-        from pipeline.studies.study import STRATEGY_STUDY, parse_row, run_study
+        from pipeline.studies.study import DEFAULT_ROWS, parse_row, run_study
         from pipeline.studies.sweep import run_table
 
         if args.table:
             return run_table(args.table, params, only_rows=args.rows, **common)
-        rows = [parse_row(spec) for spec in args.study_rows or STRATEGY_STUDY]
+        rows = [parse_row(spec) for spec in args.study_rows or DEFAULT_ROWS]
         return run_study(args.study, rows, params, **common)
 
     run_and_report(f"table{args.table}" if args.table else args.study, args, start)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.params import load_params
-from pipeline.studies.study import STRATEGY_STUDY, parse_row
+from pipeline.studies.study import DEFAULT_ROWS, STRATEGY_STUDY, parse_row
 from pipeline.studies.sweep import SweepError
 from pipeline.studies.trial_outputs import dynamics_figure
 
@@ -24,6 +24,11 @@ def test_every_study_row_is_valid_params_on_top_of_all_strategies_off():
         assert switched == named, label
     params = load_params(REPO / "params.yaml", list(parse_row("RFS literal").overrides))
     assert params.rfs.reading == "literal" and not params.pld.enabled
+    assert set(DEFAULT_ROWS) <= set(STRATEGY_STUDY)
+    # the full row of the default set is the cpu profile's MOTRv3 itself
+    profile = load_params(REPO / "params.yaml")
+    full = load_params(REPO / "params.yaml", list(parse_row("MOTRv3 detfile").overrides))
+    assert (full.rfs, full.pld, full.tgd) == (profile.rfs, profile.pld, profile.tgd)
 
 
 def test_a_custom_row_and_an_unknown_label():

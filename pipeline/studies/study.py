@@ -38,6 +38,31 @@ STRATEGY_STUDY: dict[str, tuple[str, ...]] = {
         "tgd.enabled=true", "tgd.reduce=mean",
     ),
 }  # fmt: skip
+_RFS = ("rfs.enabled=true", "rfs.reading=keep_identity")
+_PLD = ("pld.enabled=true", "pld.reading=track_aware", "pld.sources=[detfile]")
+_TGD = ("tgd.enabled=true", "tgd.reduce=mean")
+# Table 3's six rows at the cpu profile's readings and teacher (README "Duplicate births and the six
+# rows"), and the diagnostics beside them. Labels are part of a trial's key: keep them as they are.
+STRATEGY_STUDY |= {
+    "RFS": _RFS,
+    "PLD detfile": _PLD,
+    "TGD": _TGD,
+    "RFS+PLD detfile": (*_RFS, *_PLD),
+    "MOTRv3 detfile": (*_RFS, *_PLD, *_TGD),
+    "TGD+PLD detfile": (*_PLD, *_TGD),
+    "MOTRv3 consistent": (
+        *_RFS,
+        "pld.enabled=true",
+        "pld.reading=consistent",
+        "pld.sources=[detfile]",
+        *_TGD,
+    ),
+}
+# What `make strategies-study` (no --row) runs: Table 3's six rows, then the two diagnostics.
+DEFAULT_ROWS = (
+    "Base (MOTR)", "RFS", "PLD detfile", "TGD", "RFS+PLD detfile", "MOTRv3 detfile",
+    "TGD+PLD detfile", "MOTRv3 consistent",
+)  # fmt: skip
 
 
 def parse_row(spec: str) -> SweepRow:
