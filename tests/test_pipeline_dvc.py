@@ -70,6 +70,7 @@ ALL_STAGES = {
     "evaluate@motr",
     "baselines",
 }
+REPRO_OUTPUT = "repro_output.txt"  # beside the repo: what the first `dvc repro` printed
 STAGE_TIMEOUT_S = 600  # per dvc command: a hang fails the test instead of the whole suite
 
 
@@ -109,6 +110,7 @@ def tool_env(repo: Path) -> dict[str, str]:
         DVC_NO_ANALYTICS="1",
         MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}",
         MLFLOW_DISABLE_TELEMETRY="true",
+        MOTRV3_LOG_DIR=str(repo.parent / "logs"),  # the stages' full logs, outside the repo
         GIT_AUTHOR_NAME="pipeline test",
         GIT_AUTHOR_EMAIL="pipeline-test@example.invalid",
         GIT_COMMITTER_NAME="pipeline test",
@@ -155,6 +157,7 @@ def repo(tmp_path_factory) -> Path:
     commit(root, "project with the tiny profile")
     output = run(root, "dvc", "repro")
     assert stages_run(output) == ALL_STAGES, output[-4000:]
+    (root.parent / REPRO_OUTPUT).write_text(output)
     return root
 
 
@@ -185,6 +188,37 @@ def test_repro_writes_table1_and_metrics(repo: Path):
         r"^\| MOTR \(baseline\) \|", measured_part, re.M
     )
     assert "not measured here" in reported_part and re.search(r"^\| MOTRv3\b", reported_part, re.M)
+
+
+def stage_console(output: str, stage: str) -> list[str]:
+    """The lines a stage printed under `dvc repro`: after DVC's `Running stage` and `> command`."""
+    lines = output.splitlines()
+    start = lines.index(f"Running stage '{stage}':") + 1
+    shown = []
+    for line in lines[start:]:
+        if line.startswith(("Running stage ", "Updating lock file", "Generating lock file")):
+            break
+        if line.strip() and not line.startswith("> "):
+            shown.append(line)
+    return shown
+
+
+def test_training_stage_console_is_clean_and_its_log_is_full(repo: Path):
+    """What a user sees of a training stage under `dvc repro`: a few lines, none of Ray's noise;
+    Ray's output is kept in the stage's log, which the last line names."""
+    from tests.test_console import RAY_NOISE
+
+    shown = stage_console((repo.parent / REPRO_OUTPUT).read_text(), "train_motr")
+    assert not [line for line in shown if RAY_NOISE.search(line)], shown
+    assert shown[0] == "▶ train_motr", shown
+    epochs = [line for line in shown if re.match(r"epoch \d+/\d+: ", line)]
+    assert len(epochs) == 1 and re.search(r"2/2 steps, loss \d+\.\d+, clips_s \d+\.\d+", epochs[0])
+    assert any(line.startswith("epoch 1 validation: HOTA ") for line in shown)
+    assert any(re.match(r"motr: 1 epochs, 2 steps, final loss \d+\.\d+", line) for line in shown)
+    log = repo.parent / "logs" / "train_motr.log"
+    assert shown[-1].endswith(f"log: {log}") and len(shown) <= 7, shown
+    text = log.read_text()
+    assert "RayTrainWorker" in text or "TrainController" in text
 
 
 def test_second_repro_changes_nothing(repo: Path):
@@ -221,14 +255,25 @@ def test_mlflow_holds_training_runs(repo: Path, experiment: str):
         load_params(repo / "params.yaml").mlflow.experiment
     ).experiment_id
     runs = client.search_runs([experiment_id], max_results=100)
-    finished = [run for run in runs if run.info.status == "FINISHED" and "method" in run.data.tags]
+    finished = [found for found in runs if found.info.status == "FINISHED" and "method" in found.data.tags]
     by_method: dict[str, list] = {}
-    for run in finished:
-        by_method.setdefault(run.data.tags["method"], []).append(run)
+    for found in finished:
+        by_method.setdefault(found.data.tags["method"], []).append(found)
     assert {"detector", "motr", "motrv3"} <= set(by_method)
     assert len(by_method["detector"]) == 1 and len(by_method["motr"]) == 1  # the experiment reused them
-    assert sorted(run.data.params["tgd.groups"] for run in by_method["motrv3"]) == ["4", "5"]
+    assert sorted(found.data.params["tgd.groups"] for found in by_method["motrv3"]) == ["4", "5"]
+    # The ablation is comparable in MLflow's Compare: each evaluation's scores sit on the training
+    # run it scored, beside that run's params and its own loss curve.
+    scores = {
+        "4": json.loads(run(repo, "git", "show", "HEAD:metrics/motrv3.json")),
+        "5": json.loads((repo / "metrics" / "motrv3.json").read_text()),
+    }
+    for training in by_method["motrv3"]:
+        logged = training.data.metrics
+        for key in ("HOTA", "AssA", "DetA", "MOTA", "IDF1", "IDS", "FPS"):
+            assert logged[key] == pytest.approx(scores[training.data.params["tgd.groups"]][key]), key
+        assert 0.0 <= logged["HOTA"] <= 100.0 and logged["FPS"] > 0 and "train/loss" in logged
     for method in ("detector", "motr", "motrv3"):
         run_id = json.loads((repo / "models" / method / "metrics.json").read_text())["mlflow_run_id"]
-        assert run_id in {run.info.run_id for run in by_method[method]}
+        assert run_id in {found.info.run_id for found in by_method[method]}
         assert "model/checkpoint.pt" in {item.path for item in client.list_artifacts(run_id, "model")}

@@ -25,10 +25,15 @@ def test_every_study_row_is_valid_params_on_top_of_all_strategies_off():
     params = load_params(REPO / "params.yaml", list(parse_row("RFS literal").overrides))
     assert params.rfs.reading == "literal" and not params.pld.enabled
     assert set(DEFAULT_ROWS) <= set(STRATEGY_STUDY)
-    # the full row of the default set is the cpu profile's MOTRv3 itself
+    # the `consistent` full row is the cpu profile's MOTRv3 itself; the `track_aware` one differs
+    # from it in PLD's reading only
     profile = load_params(REPO / "params.yaml")
-    full = load_params(REPO / "params.yaml", list(parse_row("MOTRv3 detfile").overrides))
+    full = load_params(REPO / "params.yaml", list(parse_row("MOTRv3 consistent").overrides))
     assert (full.rfs, full.pld, full.tgd) == (profile.rfs, profile.pld, profile.tgd)
+    aware = load_params(REPO / "params.yaml", list(parse_row("MOTRv3 detfile").overrides))
+    assert aware.pld.reading == "track_aware" and aware.pld != profile.pld
+    assert (aware.rfs, aware.tgd) == (profile.rfs, profile.tgd)
+    assert aware.pld.model_copy(update={"reading": profile.pld.reading}) == profile.pld
 
 
 def test_a_custom_row_and_an_unknown_label():

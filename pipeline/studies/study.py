@@ -58,7 +58,8 @@ STRATEGY_STUDY |= {
         *_TGD,
     ),
 }
-# What `make strategies-study` (no --row) runs: Table 3's six rows, then the two diagnostics.
+# What `make strategies-study` (no --row) runs: Table 3's six rows, then two more. The cpu profile's
+# MOTRv3 is "MOTRv3 consistent" since 2026-12-07; "MOTRv3 detfile" is it with PLD `track_aware`.
 DEFAULT_ROWS = (
     "Base (MOTR)", "RFS", "PLD detfile", "TGD", "RFS+PLD detfile", "MOTRv3 detfile",
     "TGD+PLD detfile", "MOTRv3 consistent",
