@@ -277,4 +277,7 @@ def test_mlflow_holds_training_runs(repo: Path, experiment: str):
     for method in ("detector", "motr", "motrv3"):
         run_id = json.loads((repo / "models" / method / "metrics.json").read_text())["mlflow_run_id"]
         assert run_id in {found.info.run_id for found in by_method[method]}
+        if method != "detector":  # the track stage names the training run its results came from
+            fps = json.loads((repo / "results" / method / "val" / "fps.json").read_text())
+            assert fps["training"]["mlflow_run_id"] == run_id, method
         assert "model/checkpoint.pt" in {item.path for item in client.list_artifacts(run_id, "model")}

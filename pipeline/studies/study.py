@@ -39,7 +39,13 @@ STRATEGY_STUDY: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 _RFS = ("rfs.enabled=true", "rfs.reading=keep_identity")
-_PLD = ("pld.enabled=true", "pld.reading=track_aware", "pld.sources=[detfile]")
+
+
+def _pld(reading: str) -> tuple[str, ...]:
+    return ("pld.enabled=true", f"pld.reading={reading}", "pld.sources=[detfile]")
+
+
+_PLD = _pld("track_aware")
 _TGD = ("tgd.enabled=true", "tgd.reduce=mean")
 # Table 3's six rows at the cpu profile's readings and teacher (README "Duplicate births and the six
 # rows"), and the diagnostics beside them. Labels are part of a trial's key: keep them as they are.
@@ -50,13 +56,7 @@ STRATEGY_STUDY |= {
     "RFS+PLD detfile": (*_RFS, *_PLD),
     "MOTRv3 detfile": (*_RFS, *_PLD, *_TGD),
     "TGD+PLD detfile": (*_PLD, *_TGD),
-    "MOTRv3 consistent": (
-        *_RFS,
-        "pld.enabled=true",
-        "pld.reading=consistent",
-        "pld.sources=[detfile]",
-        *_TGD,
-    ),
+    "MOTRv3 consistent": (*_RFS, *_pld("consistent"), *_TGD),
 }
 # What `make strategies-study` (no --row) runs: Table 3's six rows, then two more. The cpu profile's
 # MOTRv3 is "MOTRv3 consistent" since 2026-12-07; "MOTRv3 detfile" is it with PLD `track_aware`.
