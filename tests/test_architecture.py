@@ -265,3 +265,26 @@ def test_every_dvc_param_exists_in_params_yaml():
     assert not missing, f"dvc.yaml params absent from params.yaml (dvc repro fails): {missing}"
     params.pop("tracking")
     assert "baselines" in missing_params(dvc, params)
+
+
+def test_steps_that_read_params_and_scores_start_without_torch():
+    """`motrv3` loads its public names on first use, so generate, convert, evaluate and tables (and
+    everything that only reads params) start without importing torch (~5 s per process here)."""
+    import subprocess
+    import sys
+
+    light = ["motrv3", "motrv3.config", "pipeline.params", "pipeline.data.synthetic"]
+    light += [f"pipeline.steps.{step}" for step in ("convert", "evaluate", "tables")]
+    code = f"import sys; import {', '.join(light)}; print(sorted(m for m in ('torch', 'timm') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+    import motrv3
+
+    assert set(motrv3.__all__) == set(motrv3._EXPORTS)
+    resolved = {name: getattr(motrv3, name) for name in motrv3.__all__}
+    assert (
+        resolved["build_model"] is motrv3.model.build_model and resolved["MOTR"].__module__ == "motrv3.model"
+    )
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        motrv3.not_a_name  # noqa: B018

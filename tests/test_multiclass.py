@@ -1,6 +1,6 @@
 """Custom data of several classes (`dataset.classes`): the params rule, the gt rules, the loader's
-labels, the tracker's class, per-class TrackEval scoring, and a two-class tree converted, trained a
-few steps, tracked and scored end to end."""
+labels, the tracker's class, per-class TrackEval scoring, and a two-class tree converted; its
+checkpoint, trained a few steps in `test_multiclass_pld_baselines`, tracked and scored end to end."""
 
 from __future__ import annotations
 
@@ -252,32 +252,19 @@ TINY = [
 ]
 
 
-def test_two_class_tree_trains_tracks_and_scores_per_class(converted, tmp_path):
-    """Convert (fixture) → train 3 CPU steps (the train step, on Ray Train) → track → score."""
+def check_tracks_and_scores_per_class(params, root: Path, checkpoint: Path, out: Path, method: str) -> None:
+    """A two-class checkpoint of the tree tracks its val split (each track one class, both classes
+    present) and TrackEval scores it per class. The train step that writes such a checkpoint on Ray
+    Train is `test_multiclass_pld_baselines.test_two_class_tree_trains_pld_tracks_and_scores_per_class`
+    (one run serves both: PLD and the classes)."""
+    import motrv3
     from pipeline.evaluation.split import score_split
     from pipeline.inference.split_tracking import settings_from_params, track_split
-    from pipeline.ray_utils import init_ray
-    from pipeline.steps.train import run as train
-
-    root, params, _ = converted
-    params = params.model_copy(deep=True)
-    params.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    params.train.storage_path = str(tmp_path / "ray")
-    ray = init_ray(num_cpus=2)
-    try:
-        metrics = train(
-            params, "motr", tmp_path / "models" / "motr", clips_dir=root / "clips", progress=False
-        )
-    finally:
-        ray.shutdown()  # only the instance this test started
-    assert metrics["global_steps"] == 3
-    checkpoint = tmp_path / "models" / "motr" / "checkpoint.pt"
-    import motrv3
 
     model, config = motrv3.load_checkpoint(checkpoint)
     assert model.num_classes == 2 and config["dataset"]["classes"] == {"1": "pedestrian", "3": "car"}
 
-    val, results = root / "clips" / "val", tmp_path / "results"
+    val, results = root / "clips" / "val", out / "results"
     track_split(settings_from_params(params, checkpoint), val, results, progress=False)
     rows = np.concatenate([mot.read_results(path, FRAMES, classes=[1, 3]) for path in results.glob("*.txt")])
     assert set(rows[:, mot.RESULT_CLASS].astype(int)) == {1, 3}  # both classes tracked, as gt class ids
@@ -286,10 +273,10 @@ def test_two_class_tree_trains_tracks_and_scores_per_class(converted, tmp_path):
         for identity in np.unique(seq_rows[:, 1]):
             assert len(set(seq_rows[seq_rows[:, 1] == identity, mot.RESULT_CLASS])) == 1
 
-    evaluation = score_split(params, results, val, tmp_path / "metrics", "motr")
+    evaluation = score_split(params, results, val, out / "metrics", method)
     assert set(evaluation.per_class) == {"pedestrian", "car"}
     assert evaluation.overall["GT_Dets"] == sum(c["GT_Dets"] for c in evaluation.per_class.values())
-    table = (tmp_path / "metrics" / "motr_per_class.csv").read_text().splitlines()
+    table = (out / "metrics" / f"{method}_per_class.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in table] == ["class", "pedestrian", "car", "class_mean", "COMBINED"]
-    scores = json.loads((tmp_path / "metrics" / "motr.json").read_text())
+    scores = json.loads((out / "metrics" / f"{method}.json").read_text())
     assert {"pedestrian/HOTA", "car/HOTA", "class_mean/HOTA", "HOTA"} <= set(scores)

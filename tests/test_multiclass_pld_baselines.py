@@ -1,6 +1,7 @@
 """Several classes through PLD and the baselines: pseudo labels carry each box's class (detector: the
 class it scored, gt: the row's, detection files: 0), the criterion trains Eq. 3's matches on it, a
-two-class tree trains a few PLD steps, and the baseline trackers run per class and score per class."""
+two-class tree trains a few PLD steps then tracks and scores per class, and the baseline trackers
+run per class and score per class."""
 
 from __future__ import annotations
 
@@ -21,7 +22,14 @@ from pipeline.formats import motchallenge as mot
 from pipeline.formats.errors import DataError
 from pipeline.steps.pseudo_labels import run as run_pseudo_labels
 from pipeline.steps.pseudo_labels.sources import gt_source
-from tests.test_multiclass import CLASSES, FRAMES, TINY, converted, custom_params  # noqa: F401 (fixture)
+from tests.test_multiclass import (  # noqa: F401 (fixture)
+    CLASSES,
+    FRAMES,
+    TINY,
+    check_tracks_and_scores_per_class,
+    converted,
+    custom_params,
+)
 
 
 def two_class_detector(params, path: Path, classes=CLASSES) -> None:
@@ -178,8 +186,9 @@ def test_eq3_trains_a_matched_query_on_the_pseudo_box_class():
         pld_cls([2])
 
 
-def test_two_class_tree_trains_pld_on_class_carrying_pseudo_labels(store, tmp_path):
-    """The loader hands the store's classes to the criterion; the train step runs 3 PLD steps."""
+def test_two_class_tree_trains_pld_tracks_and_scores_per_class(store, tmp_path):
+    """The loader hands the store's classes to the criterion; the train step runs 3 PLD steps on Ray
+    Train; the two-class checkpoint it writes tracks and scores per class end to end."""
     import motrv3
     from pipeline.ray_utils import init_ray
     from pipeline.steps.train import run as train
@@ -218,6 +227,9 @@ def test_two_class_tree_trains_pld_on_class_carrying_pseudo_labels(store, tmp_pa
     finally:
         ray.shutdown()  # only the instance this test started
     assert metrics["global_steps"] == 3 and metrics["final_losses"]["pld_cls"] > 0
+    check_tracks_and_scores_per_class(
+        params, root, tmp_path / "models" / "motrv3" / "checkpoint.pt", tmp_path, "motrv3"
+    )
 
 
 # ---- the baselines

@@ -19,13 +19,16 @@ def test_retained_memory_stops_page_faults_on_reuse():
     script = textwrap.dedent(
         """
         import resource, sys, torch
-        import motrv3  # as in the pipeline's processes: the model library loaded first
+        import motrv3.model  # as in the pipeline's processes: the model library loaded first
         from pipeline.runtime import retain_freed_memory
         if sys.argv[1] == "retain":
             assert retain_freed_memory()
         def faults():
             return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(2):  # the heap grows to the block's size once
+        # The heap settles first: a few of the first allocations extend it, as Python's own small
+        # objects land around the block (0-6 of 10 here, by import order); from the second ten on,
+        # none does (measured over four rounds).
+        for _ in range(10):
             torch.ones(16 << 20)
         start = faults()
         for _ in range(10):
@@ -39,10 +42,10 @@ def test_retained_memory_stops_page_faults_on_reuse():
             [sys.executable, "-c", script, mode], capture_output=True, text=True, check=True, cwd=REPO_ROOT
         )
         counts[mode] = int(done.stdout.strip().splitlines()[-1])
-    # default: every allocation faults its 16 384 pages in again; retained: at most a heap
-    # extension or two while Python's own small objects settle around the block
+    # default: every allocation faults its 16 384 pages in again; retained: the settled heap reuses
+    # the block (at most one extension allowed, a page or so of slack besides)
     assert counts["default"] > 10 * 10_000
-    assert counts["retain"] < counts["default"] / 4
+    assert counts["retain"] < 16_384 + 100
 
 
 def test_retain_freed_memory_opt_out(monkeypatch):

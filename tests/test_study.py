@@ -34,6 +34,13 @@ def test_every_study_row_is_valid_params_on_top_of_all_strategies_off():
     assert aware.pld.reading == "track_aware" and aware.pld != profile.pld
     assert (aware.rfs, aware.tgd) == (profile.rfs, profile.tgd)
     assert aware.pld.model_copy(update={"reading": profile.pld.reading}) == profile.pld
+    # the default rows are Table 3's six, each strategy at the profile's own reading
+    assert len(DEFAULT_ROWS) == 6 and DEFAULT_ROWS[-1] == "MOTRv3 consistent"
+    for label in DEFAULT_ROWS:
+        row = load_params(REPO / "params.yaml", list(parse_row(label).overrides))
+        for name in ("rfs", "pld", "tgd"):
+            if getattr(row, name).enabled:
+                assert getattr(row, name) == getattr(profile, name), (label, name)
 
 
 def test_a_custom_row_and_an_unknown_label():

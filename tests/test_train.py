@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -134,13 +135,18 @@ def two_worker_run(tmp_path_factory, local_ray):
     init = make_init_checkpoint(tmp, params, "motr")
     params.train.init_checkpoint = str(init)
     os.environ[FAULT_ENV] = "3"
+    watcher = WorkerSocketWatcher()
+    watcher.start()
     try:
         started = time.perf_counter()
         metrics = train(params, "motr", tmp / "models" / "motr", clips_dir=clips, progress=False)
         seconds = time.perf_counter() - started
     finally:
         os.environ.pop(FAULT_ENV)
+        watcher.stop.set()
+        watcher.join()
     return {
+        "worker_listening": watcher.seen,
         "tmp": tmp,
         "params": params,
         "metrics": metrics,
@@ -213,19 +219,47 @@ def test_outputs_and_mlflow_run(two_worker_run):
     assert "assignment/epoch_005.json" in per_epoch
 
 
+class WorkerSocketWatcher(threading.Thread):
+    """While a run trains, the addresses each of its Ray Train worker processes listens on (pid →
+    set), polled from outside: rank 0 hosts DDP's rendezvous store, every rank gloo's pairs."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.seen: dict[int, set[str]] = {}
+
+    def run(self) -> None:
+        import psutil
+
+        while not self.stop.wait(0.1):
+            for process in psutil.Process().children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if "RayTrainWorker" in " ".join(process.cmdline()):
+                        self.seen.setdefault(process.pid, set()).update(listening_addresses([process.pid]))
+
+
+def _is_loopback(text: str) -> bool:
+    address = ipaddress.ip_address(text)
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is IPv4 loopback too
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
 def test_local_ray_listens_on_loopback_only(two_worker_run):
     import psutil
 
     ours = psutil.Process().children(recursive=True)  # gcs_server, raylet, workers this module started
     assert any("raylet" in " ".join(p.cmdline()) for p in ours if p.is_running())
     addresses = listening_addresses([p.pid for p in ours])
+    assert addresses and all(_is_loopback(a) for a in addresses), addresses
 
-    def loopback(text: str) -> bool:
-        address = ipaddress.ip_address(text)
-        mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is IPv4 loopback too
-        return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
-    assert addresses and all(loopback(a) for a in addresses), addresses
+def test_ddp_workers_listen_on_loopback_only(two_worker_run):
+    """The 2-rank DDP run's sockets (torch's TCPStore on rank 0, gloo's pairs): without the
+    loopback binding of `pipeline.ray_utils` the store listens on '::'. Both worker groups count
+    (the injected fault restarts the group)."""
+    listening = {pid: found for pid, found in two_worker_run["worker_listening"].items() if found}
+    assert len(listening) >= 2, two_worker_run["worker_listening"]  # each rank listened somewhere
+    assert all(_is_loopback(a) for found in listening.values() for a in found), listening
 
 
 def _stage_command(tmp: Path, clips: Path, storage: Path, out: Path, init: Path) -> list[str]:

@@ -57,12 +57,13 @@ STRATEGY_STUDY |= {
     "MOTRv3 detfile": (*_RFS, *_PLD, *_TGD),
     "TGD+PLD detfile": (*_PLD, *_TGD),
     "MOTRv3 consistent": (*_RFS, *_pld("consistent"), *_TGD),
+    "PLD consistent": _pld("consistent"),
+    "RFS+PLD consistent": (*_RFS, *_pld("consistent")),
 }
-# What `make strategies-study` (no --row) runs: Table 3's six rows, then two more. The cpu profile's
-# MOTRv3 is "MOTRv3 consistent" since 2026-12-07; "MOTRv3 detfile" is it with PLD `track_aware`.
+# What `make strategies-study` (no --row) runs: Table 3's six rows at the cpu profile's readings (PLD
+# `consistent` since 2026-12-07). The `detfile` rows are the same with PLD `track_aware`.
 DEFAULT_ROWS = (
-    "Base (MOTR)", "RFS", "PLD detfile", "TGD", "RFS+PLD detfile", "MOTRv3 detfile",
-    "TGD+PLD detfile", "MOTRv3 consistent",
+    "Base (MOTR)", "RFS", "PLD consistent", "TGD", "RFS+PLD consistent", "MOTRv3 consistent",
 )  # fmt: skip
 
 

@@ -11,14 +11,13 @@ from pathlib import Path
 from queue import Empty
 from typing import Any
 
-import mlflow
-from mlflow.entities import Metric, Param
-from mlflow.tracking import MlflowClient
-
 from pipeline import paths
 from pipeline.console import Progress, say
 from pipeline.mlflow_utils import flatten, setup_experiment, tracking_uri
 from pipeline.params import Params
+
+# mlflow is imported where the driver uses it: every Ray Train worker imports this package (for
+# `send`), and mlflow would add ~1 s to each worker's start.
 
 
 def send(queue, event: dict[str, Any]) -> None:
@@ -88,6 +87,8 @@ class ProgressConsumer(threading.Thread):
             self.bar.set_postfix(loss=f"{mean_loss:.3f}", clips_s=f"{rate:.2f}")
             if self.bar.count >= self.steps_per_epoch:
                 self.bar.close()  # the epoch's line is printed when its last step arrives
+            from mlflow.entities import Metric
+
             now = int(time.time() * 1000)
             step = event["global_step"]
             values = {f"train/{k}": v for k, v in event["terms"].items()}
@@ -99,6 +100,8 @@ class ProgressConsumer(threading.Thread):
                 metrics=[Metric(k, float(v), now, step) for k, v in values.items() if math.isfinite(v)],
             )
         elif kind == "epoch":
+            from mlflow.entities import Metric
+
             self.epochs.append(event)
             now = int(time.time() * 1000)
             values = {**event["assignment"], **{f"epoch/{k}": v for k, v in event["losses"].items()}}
@@ -125,6 +128,10 @@ class ProgressConsumer(threading.Thread):
 
 def mlflow_run(params: Params, method: str, name: str, id_file: Path, fresh: bool):
     """The MLflow run of this Ray Train run: resumed runs continue the same MLflow run."""
+    import mlflow
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
     uri = tracking_uri(params.mlflow.tracking_uri)
     # A sqlite store keeps its artifacts next to the database (the repo root for the default store).
     root = Path(uri[len("sqlite:///") :]).parent if uri.startswith("sqlite:///") else None
