@@ -69,6 +69,8 @@ class ProgressConsumer(threading.Thread):
         self.bar_step_seconds = 0.0  # per clip: 1 / clips_per_s summed, for the epoch's overall rate
 
     def handle(self, event: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
         kind = event["kind"]
         if kind == "start":
             self.starts.append(event)
@@ -87,8 +89,6 @@ class ProgressConsumer(threading.Thread):
             self.bar.set_postfix(loss=f"{mean_loss:.3f}", clips_s=f"{rate:.2f}")
             if self.bar.count >= self.steps_per_epoch:
                 self.bar.close()  # the epoch's line is printed when its last step arrives
-            from mlflow.entities import Metric
-
             now = int(time.time() * 1000)
             step = event["global_step"]
             values = {f"train/{k}": v for k, v in event["terms"].items()}
@@ -100,8 +100,6 @@ class ProgressConsumer(threading.Thread):
                 metrics=[Metric(k, float(v), now, step) for k, v in values.items() if math.isfinite(v)],
             )
         elif kind == "epoch":
-            from mlflow.entities import Metric
-
             self.epochs.append(event)
             now = int(time.time() * 1000)
             values = {**event["assignment"], **{f"epoch/{k}": v for k, v in event["losses"].items()}}
