@@ -282,6 +282,11 @@ def test_steps_that_read_params_and_scores_start_without_torch():
     import motrv3
 
     assert set(motrv3.__all__) == set(motrv3._EXPORTS)
+    # the names type checkers see (the `if TYPE_CHECKING:` imports) are the ones loaded lazily
+    tree = ast.parse((REPO / "motrv3" / "__init__.py").read_text())
+    guarded = next(node for node in tree.body if isinstance(node, ast.If))
+    typed = {alias.name: node.module for node in guarded.body for alias in node.names}
+    assert typed == motrv3._EXPORTS
     resolved = {name: getattr(motrv3, name) for name in motrv3.__all__}
     assert (
         resolved["build_model"] is motrv3.model.build_model and resolved["MOTR"].__module__ == "motrv3.model"
