@@ -82,6 +82,12 @@ class TrackingConfig:
     fp_score_threshold: float = 0.5
 
 
+# The strategies' readings by name: checked here without importing torch (every step validates
+# params); `motrv3.supervision.RFS_READINGS` / `PLD_READINGS` map them to their classes.
+RFS_READING_NAMES = ("literal", "keep_identity")
+PLD_READING_NAMES = ("literal", "track_aware", "consistent")
+
+
 @dataclass
 class RFSConfig:
     """Release-fetch supervision (§3.2): matching space 𝔖_a in the first L−1 decoder layers."""
@@ -95,10 +101,8 @@ class RFSConfig:
     reading: str = "keep_identity"
 
     def __post_init__(self) -> None:
-        from motrv3.supervision import RFS_READINGS  # the table of readings lives with them
-
-        if self.reading not in RFS_READINGS:
-            raise ValueError(f"rfs.reading = {self.reading!r}: expected one of {sorted(RFS_READINGS)}")
+        if self.reading not in RFS_READING_NAMES:
+            raise ValueError(f"rfs.reading = {self.reading!r}: expected one of {sorted(RFS_READING_NAMES)}")
 
 
 @dataclass
@@ -121,10 +125,8 @@ class PLDConfig:
     reading: str = "literal"
 
     def __post_init__(self) -> None:
-        from motrv3.supervision import PLD_READINGS
-
-        if self.reading not in PLD_READINGS:
-            raise ValueError(f"pld.reading = {self.reading!r}: expected one of {sorted(PLD_READINGS)}")
+        if self.reading not in PLD_READING_NAMES:
+            raise ValueError(f"pld.reading = {self.reading!r}: expected one of {sorted(PLD_READING_NAMES)}")
 
 
 @dataclass

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import os
+import socket
+import sys
 
 # Ray reads these at start time (set before `ray.init`, inherited by its processes): loopback
 # sockets only, and a faster, quieter Ray Train start-up (shared stack notes).
@@ -18,6 +22,9 @@ LOOPBACK_ENV = {
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
+RENDEZVOUS = "torch.distributed.rendezvous"  # the module, not the function of the same name
+
+
 def bind_rendezvous_to_loopback() -> None:
     """Make torch.distributed's rendezvous store listen on its loopback address only.
 
@@ -25,15 +32,38 @@ def bind_rendezvous_to_loopback() -> None:
     MASTER_ADDR is 127.0.0.1. For a loopback master we bind the socket ourselves and hand its
     file descriptor to the store (`master_listen_fd`), so a local training job opens no port
     on other interfaces. Installed in every Ray worker by `init_ray` (worker_process_setup_hook).
+
+    Most of those processes (Ray Train's controller, the progress queue, ...) never import torch:
+    the patch waits for the module's first import instead of importing torch in each, which cost
+    ~4.5 s of every local training start on 2 cores (benchmarks/results/startup.json).
     """
-    import importlib
-    import socket
+    module = sys.modules.get(RENDEZVOUS)
+    if module is not None:
+        _patch_rendezvous(module)
+    elif not any(isinstance(finder, _PatchOnImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _PatchOnImport())
 
-    from torch.distributed import TCPStore
 
-    # The module, not the function `torch.distributed.rendezvous` of the same name.
-    rendezvous = importlib.import_module("torch.distributed.rendezvous")
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Finds `torch.distributed.rendezvous` as usual and patches it right after it executes."""
 
+    def find_spec(self, name, path, target=None):
+        if name != RENDEZVOUS:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is None or spec.loader is None:
+            return spec
+        execute = spec.loader.exec_module
+
+        def exec_module(module):
+            execute(module)
+            _patch_rendezvous(module)
+
+        spec.loader.exec_module = exec_module  # this spec's own loader instance
+        return spec
+
+
+def _patch_rendezvous(rendezvous) -> None:
     if getattr(rendezvous, "_motrv3_loopback", False):
         return
     create_store = rendezvous._create_c10d_store
@@ -41,12 +71,14 @@ def bind_rendezvous_to_loopback() -> None:
     def create_loopback_store(hostname, port, rank, world_size, timeout, use_libuv=True):
         if rank != 0 or hostname not in LOOPBACK_HOSTS:
             return create_store(hostname, port, rank, world_size, timeout, use_libuv=use_libuv)
+        from torch.distributed import TCPStore
+
         family = socket.AF_INET6 if hostname == "::1" else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", port))
         listener.listen(128)
-        store = TCPStore(
+        return TCPStore(
             hostname,
             port,
             world_size,
@@ -56,7 +88,6 @@ def bind_rendezvous_to_loopback() -> None:
             master_listen_fd=listener.detach(),  # the store owns the socket from here on
             use_libuv=use_libuv,
         )
-        return store
 
     rendezvous._create_c10d_store = create_loopback_store
     rendezvous._motrv3_loopback = True

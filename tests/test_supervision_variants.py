@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
-from motrv3.config import RFSConfig
+from motrv3.config import PLD_READING_NAMES, RFS_READING_NAMES, PLDConfig, RFSConfig
 from motrv3.stats import tracking_counts
-from motrv3.supervision import RFS_READINGS
+from motrv3.supervision import PLD_READINGS, RFS_READINGS
 from motrv3.tgd import attention_mask
 from tests.test_criterion import FAR, make_criterion, make_output, make_target, tensor_ids
 
@@ -61,9 +61,13 @@ def test_keep_identity_keeps_an_absent_identity_as_background():
 
 
 def test_every_reading_is_a_supervision_class_and_an_unknown_one_names_the_choices():
-    assert set(RFS_READINGS) >= {"literal", "keep_identity"}
+    # the names params are checked against (without torch) are exactly the implemented readings
+    assert set(RFS_READINGS) == set(RFS_READING_NAMES) >= {"literal", "keep_identity"}
+    assert set(PLD_READINGS) == set(PLD_READING_NAMES) >= {"literal", "track_aware", "consistent"}
     with pytest.raises(ValueError, match=r"rfs.reading = 'nope'.*keep_identity"):
         RFSConfig(reading="nope")
+    with pytest.raises(ValueError, match=r"pld.reading = 'nope'.*track_aware"):
+        PLDConfig(reading="nope")
 
 
 def test_tgd_follow_layer_and_mean_reduce():

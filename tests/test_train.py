@@ -262,6 +262,22 @@ def test_ddp_workers_listen_on_loopback_only(two_worker_run):
     assert all(_is_loopback(a) for found in listening.values() for a in found), listening
 
 
+def test_loopback_hook_imports_no_torch_and_patches_on_first_import():
+    """The hook runs in every Ray worker process; most never use torch, so it must not import it."""
+    script = (
+        "import sys\n"
+        "from pipeline.ray_utils import bind_rendezvous_to_loopback\n"
+        "bind_rendezvous_to_loopback(); bind_rendezvous_to_loopback()\n"
+        "assert 'torch' not in sys.modules, 'the hook imported torch'\n"
+        "import torch.distributed\n"
+        "rendezvous = sys.modules['torch.distributed.rendezvous']\n"
+        "assert rendezvous._motrv3_loopback and rendezvous._create_c10d_store.__name__ == 'create_loopback_store'\n"
+        "bind_rendezvous_to_loopback()  # already imported: patched once, not wrapped twice\n"
+        "assert rendezvous._create_c10d_store.__closure__[0].cell_contents.__name__ == '_create_c10d_store'\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, check=True, timeout=120)
+
+
 def _stage_command(tmp: Path, clips: Path, storage: Path, out: Path, init: Path) -> list[str]:
     command = [sys.executable, "-m", "stages.train", "--method", "motrv3", "--no-progress"]
     for item in RESUME_SETTINGS + [f"train.storage_path={storage}"]:
