@@ -145,9 +145,10 @@ class TGDConfig:
     # its assignment in the same `layer`; copy-group losses `sum`med or averaged (`mean`).
     follow: Literal["last", "layer"] = "last"
     reduce: Literal["sum", "mean"] = "sum"
-    # Eq. 4 (`eq4`: a copy sees its own group only) or DN-DETR's one-way mask (`one_way`: copies
-    # also see the detect and original track queries; originals never see copies).
-    mask: Literal["eq4", "one_way"] = "eq4"
+    # Eq. 4 (`eq4`: a copy sees its own group only), DN-DETR's one-way mask (`one_way`: copies
+    # also see the detect and original track queries; originals never see copies) or `replica`
+    # (copies also see the detect queries, not the originals): motrv3.tgd.attention_mask.
+    mask: Literal["eq4", "one_way", "replica"] = "eq4"
 
 
 def to_dict(cfg: Any) -> Any:

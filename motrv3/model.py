@@ -192,7 +192,7 @@ class MOTR(nn.Module):
             content = torch.cat([content, group_content])
             reference = torch.cat([reference, group_boxes])
             attn_mask = attention_mask(
-                num_det, num_track, num_groups, device=content.device, one_way=self.tgd_cfg.mask == "one_way"
+                num_det, num_track, num_groups, device=content.device, mode=self.tgd_cfg.mask
             )
         # The frozen stem stays outside checkpointing: recomputing it would buy no memory.
         stem = list(image) if isinstance(image, (list, tuple)) else self.backbone.stem(self._one_image(image))

@@ -21,8 +21,11 @@ def copy_groups(tgd_cfg: TGDConfig) -> int:
     return max(tgd_cfg.groups - 1, 0) if tgd_cfg.enabled else 0
 
 
+TGD_MASKS = ("eq4", "one_way", "replica")
+
+
 def attention_mask(
-    num_det: int, num_track: int, num_groups: int, device=None, one_way: bool = False
+    num_det: int, num_track: int, num_groups: int, device=None, mode: str = "eq4"
 ) -> torch.Tensor:
     """Eq. 4: decoder self-attention mask A = [a_ij] of the S = M + N + num_groups·N queries, True = may not attend.
 
@@ -35,9 +38,15 @@ def attention_mask(
     query of group 0, which is exactly the leakage the mask exists to stop (appendix B), so we
     implement j ≥ M+N.
 
-    `one_way` (`tgd.mask: one_way`, DN-DETR's mask, which the paper cites for it [17]): only the
-    leakage into the originals is blocked; a copy also sees the detect and original track queries.
+    Other readings of appendix B ("leakage … between original track queries and augmented track
+    queries, and … between different augmented track query groups"), `tgd.mask`:
+    - `one_way` (DN-DETR's mask, which the paper cites for it [17]): only the leakage into the
+      originals is blocked; a copy also sees the detect and original track queries.
+    - `replica`: both named leakages are blocked and nothing else, so a copy sees the detect
+      queries and its own group: each copy group meets the decoder in the originals' own context.
     """
+    if mode not in TGD_MASKS:
+        raise ValueError(f"attention_mask: mode {mode!r} is not one of {TGD_MASKS}")
     if min(num_det, num_track, num_groups) < 0:
         raise ValueError(f"attention_mask: negative size M={num_det}, N={num_track}, G={num_groups}")
     num_original = num_det + num_track
@@ -52,8 +61,10 @@ def attention_mask(
     is_original = index < num_original
     originals_blocked = is_original[:, None] & ~is_original[None, :]
     groups_blocked = ~is_original[:, None] & (group[:, None] != group[None, :])
-    if one_way:
+    if mode == "one_way":
         groups_blocked = groups_blocked & ~is_original[None, :]
+    elif mode == "replica":
+        groups_blocked = groups_blocked & ~(index < num_det)[None, :]
     return originals_blocked | groups_blocked
 
 

@@ -88,12 +88,18 @@ def test_tgd_follow_layer_and_mean_reduce():
         assert mean.losses[f"tgd_{term}"].item() == pytest.approx(last.losses[f"tgd_{term}"].item() / groups)
 
 
-def test_one_way_mask_lets_copies_see_the_originals_but_not_the_other_way():
+def test_tgd_mask_readings_differ_only_in_what_a_copy_sees():
     eq4 = attention_mask(1, 1, 2)
-    one_way = attention_mask(1, 1, 2, one_way=True)
-    # query order: det0, track0, copy group 0, copy group 1 (True = blocked)
+    one_way = attention_mask(1, 1, 2, mode="one_way")
+    replica = attention_mask(1, 1, 2, mode="replica")
+    # query order: det0, track0, copy group 0, copy group 1 (True = blocked); the originals' rows
+    # are the same in all three: they never see a copy
     assert eq4.int().tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 0, 1], [1, 1, 1, 0]]
     assert one_way.int().tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 1, 0]]
+    # a copy sees det0 and its own group, as track0 sees det0 and itself
+    assert replica.int().tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [0, 1, 0, 1], [0, 1, 1, 0]]
+    with pytest.raises(ValueError, match="not one of"):
+        attention_mask(1, 1, 2, mode="both")
 
 
 def test_tracking_counts_duplicates_and_track_scores():

@@ -112,7 +112,7 @@ def test_groups_do_not_change_the_original_queries(tiny_model, monkeypatch):
     torch.testing.assert_close(grouped.hidden[orig], plain.hidden, rtol=0, atol=1e-5)
 
     # Control: without the mask the groups leak into the originals.
-    monkeypatch.setattr(motrv3.model, "attention_mask", lambda m, n, g, device=None, one_way=False: None)
+    monkeypatch.setattr(motrv3.model, "attention_mask", lambda m, n, g, device=None, mode="eq4": None)
     with torch.no_grad():
         leaky = model.forward_frame(image, tracks, num_groups=3, generator=torch.Generator().manual_seed(3))
     assert (leaky.hidden[orig] - plain.hidden).abs().max() > 1e-3

@@ -59,6 +59,10 @@ STRATEGY_STUDY |= {
     "MOTRv3 consistent": (*_RFS, *_pld("consistent"), *_TGD),
     "PLD consistent": _pld("consistent"),
     "RFS+PLD consistent": (*_RFS, *_pld("consistent")),
+    # TGD's mask readings (docs/strategies.md, "TGD"), alone and in the full method
+    "TGD replica mask": (*_TGD, "tgd.mask=replica"),
+    "MOTRv3 consistent one_way": (*_RFS, *_pld("consistent"), *_TGD, "tgd.mask=one_way"),
+    "MOTRv3 consistent replica": (*_RFS, *_pld("consistent"), *_TGD, "tgd.mask=replica"),
 }
 # What `make strategies-study` (no --row) runs: Table 3's six rows at the cpu profile's readings (PLD
 # `consistent` since 2026-12-07). The `detfile` rows are the same with PLD `track_aware`.
