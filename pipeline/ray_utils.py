@@ -35,7 +35,7 @@ def bind_rendezvous_to_loopback() -> None:
 
     Most of those processes (Ray Train's controller, the progress queue, ...) never import torch:
     the patch waits for the module's first import instead of importing torch in each, which cost
-    ~4.5 s of every local training start on 2 cores (benchmarks/results/startup.json).
+    ~4 s of every local training start on 2 cores (benchmarks/results/startup.json).
     """
     module = sys.modules.get(RENDEZVOUS)
     if module is not None:
