@@ -63,6 +63,7 @@ STRATEGY_STUDY |= {
     "TGD replica mask": (*_TGD, "tgd.mask=replica"),
     "MOTRv3 consistent one_way": (*_RFS, *_pld("consistent"), *_TGD, "tgd.mask=one_way"),
     "MOTRv3 consistent replica": (*_RFS, *_pld("consistent"), *_TGD, "tgd.mask=replica"),
+    "MOTRv3 consistent sum": (*_RFS, *_pld("consistent"), "tgd.enabled=true", "tgd.reduce=sum"),
 }
 # What `make strategies-study` (no --row) runs: Table 3's six rows at the cpu profile's readings (PLD
 # `consistent` since 2026-12-07). The `detfile` rows are the same with PLD `track_aware`.
