@@ -26,8 +26,8 @@ $(STAMP): pyproject.toml
 		$(BIN)/python -m pip install --quiet --no-compile --force-reinstall --no-deps \
 			"opencv-python-headless==$$($(BIN)/python -m pip show opencv-python-headless | sed -n 's/^Version: //p')"; \
 	fi
-	@# Bytecode on every core: pip compiles on one (177 s → 84 s + 38 s here, README "The default
-	@# pipeline"). A few of torch's test files use newer Python syntax; pip skips them too, hence || true.
+	@# Bytecode on every core: pip compiles on one (177 s → 84 s + 38 s here, README "Tests
+	@# and benchmarks"). A few of torch's test files use newer Python syntax; pip skips them too, hence || true.
 	@$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null 2>&1 || true
 	touch $@
 

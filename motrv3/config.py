@@ -129,6 +129,9 @@ class PLDConfig:
             raise ValueError(f"pld.reading = {self.reading!r}: expected one of {sorted(PLD_READING_NAMES)}")
 
 
+TGDMask = Literal["eq4", "one_way", "replica"]  # motrv3.tgd.attention_mask's readings of Eq. 4
+
+
 @dataclass
 class TGDConfig:
     """Track group denoising (§3.4, appendix B, Eq. 4)."""
@@ -148,7 +151,7 @@ class TGDConfig:
     # Eq. 4 (`eq4`: a copy sees its own group only), DN-DETR's one-way mask (`one_way`: copies
     # also see the detect and original track queries; originals never see copies) or `replica`
     # (copies also see the detect queries, not the originals): motrv3.tgd.attention_mask.
-    mask: Literal["eq4", "one_way", "replica"] = "eq4"
+    mask: TGDMask = "eq4"
 
 
 def to_dict(cfg: Any) -> Any:

@@ -11,9 +11,11 @@ copies from i = M + N on, group ⌊(i − (M+N)) / N⌋ = 0 … G − 2.
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 
-from motrv3.config import TGDConfig
+from motrv3.config import TGDConfig, TGDMask
 
 
 def copy_groups(tgd_cfg: TGDConfig) -> int:
@@ -21,7 +23,7 @@ def copy_groups(tgd_cfg: TGDConfig) -> int:
     return max(tgd_cfg.groups - 1, 0) if tgd_cfg.enabled else 0
 
 
-TGD_MASKS = ("eq4", "one_way", "replica")
+TGD_MASKS = get_args(TGDMask)
 
 
 def attention_mask(
