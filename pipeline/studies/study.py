@@ -64,6 +64,10 @@ STRATEGY_STUDY |= {
     "MOTRv3 consistent one_way": (*_RFS, *_pld("consistent"), *_TGD, "tgd.mask=one_way"),
     "MOTRv3 consistent replica": (*_RFS, *_pld("consistent"), *_TGD, "tgd.mask=replica"),
     "MOTRv3 consistent sum": (*_RFS, *_pld("consistent"), "tgd.enabled=true", "tgd.reduce=sum"),
+    # Table 5 inside the full method: the reference-point noise off, and the group count
+    "MOTRv3 consistent no noise": (*_RFS, *_pld("consistent"), *_TGD, "tgd.noise=false"),
+    "MOTRv3 consistent groups 3": (*_RFS, *_pld("consistent"), *_TGD, "tgd.groups=3"),
+    "MOTRv3 consistent groups 5": (*_RFS, *_pld("consistent"), *_TGD, "tgd.groups=5"),
 }
 # What `make strategies-study` (no --row) runs: Table 3's six rows at the cpu profile's readings (PLD
 # `consistent` since 2026-12-07). The `detfile` rows are the same with PLD `track_aware`.
