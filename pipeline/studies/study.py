@@ -69,6 +69,7 @@ STRATEGY_STUDY |= {
     "MOTRv3 consistent groups 3": (*_RFS, *_pld("consistent"), *_TGD, "tgd.groups=3"),
     "MOTRv3 consistent groups 5": (*_RFS, *_pld("consistent"), *_TGD, "tgd.groups=5"),
     "MOTRv3 consistent noise 0.6": (*_RFS, *_pld("consistent"), *_TGD, "tgd.noise_scale=0.6"),
+    "MOTRv3 consistent noise 0.8": (*_RFS, *_pld("consistent"), *_TGD, "tgd.noise_scale=0.8"),
 }
 # What `make strategies-study` (no --row) runs: Table 3's six rows at the cpu profile's readings (PLD
 # `consistent` since 2026-12-07). The `detfile` rows are the same with PLD `track_aware`.
