@@ -72,9 +72,9 @@ table3-study: run
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m stages.sweep --table 3 --seeds 0 1 2 \
 		--set train.validate_every_epochs=0
 
-## Table 3's six rows at the profile's readings and teacher, then two diagnostics (TGD+PLD, MOTRv3 with
-## pld.reading consistent), 3 seeds each, at the default budget; any other reading: --row LABEL
-## (docs/strategies.md); needs the default pipeline's detector and pseudo labels.
+## Table 3's six rows at the profile's readings and teacher (DEFAULT_ROWS of pipeline/studies/study.py),
+## 3 seeds each, at the default budget; any other reading: --row LABEL (docs/strategies.md); needs
+## the default pipeline's detector and pseudo labels (hence `run` first).
 strategies-study: run
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m stages.sweep --study strategies --seeds 0 1 2 \
 		--set train.validate_every_epochs=0

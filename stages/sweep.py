@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         choices=("strategies",),
         help="a study that is not a paper table: `strategies` runs rows of "
         "pipeline.studies.study.STRATEGY_STUDY (without --row its DEFAULT_ROWS: Table 3's six rows "
-        "at the profile's readings, then two diagnostics) and writes reports/strategies.md",
+        "at the profile's readings) and writes reports/strategies.md",
     )
     parser.add_argument(
         "--row",
