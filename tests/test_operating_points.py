@@ -91,3 +91,23 @@ def test_a_threshold_outside_0_1_is_refused_naming_the_field():
 
     with pytest.raises(ParamsError, match="birth_thresholds"):
         load_params(REPO / "params.yaml", ["sweep.birth_thresholds=[0.4, 1.5]"])
+
+
+def test_duplicates_section_reads_each_trials_metrics(tmp_path):
+    from pipeline.studies.trial_reports import duplicates_section
+
+    rows = tmp_path / "rows"
+    scored = {"DetPr": 60.0, "DupShare": 20.0, "DupTwin": 10, "DupDrift": 30, "ScoreTP": 0.5, "ScoreDup": 0.4}
+    for seed, share in ((0, 20.0), (1, 24.0)):
+        trial = rows / f"motrv3-s{seed}-0123456789"
+        trial.mkdir(parents=True)
+        (trial / "metrics.json").write_text(json.dumps({**scored, "DupShare": share}))
+    old = rows / "base-s0-0123456789"  # scored before the diagnostic: left out
+    old.mkdir(parents=True)
+    (old / "metrics.json").write_text(json.dumps({"DetPr": 70.0}))
+    lines = duplicates_section(["Base", "MOTRv3"], rows)
+    assert lines[2].startswith("|  | DetPr | duplicates, % of boxes |")
+    assert lines[4:] == [
+        "| MOTRv3 | 60.0 ± 0.0 | 22.0 ± 2.8 | 10.0 ± 0.0 | 30.0 ± 0.0 | 0.500 ± 0.000 | 0.400 ± 0.000 | 2 |"
+    ]
+    assert duplicates_section(["Base"], rows) == []

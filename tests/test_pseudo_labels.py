@@ -107,6 +107,15 @@ def test_gt_source_copies_ground_truth_with_confidence_one(tiny, tmp_path):
     check_sources(out, ["gt"])
     with pytest.raises(DataError, match=r"pld.sources \['detector'\] not generated"):
         check_sources(out, ["gt", "detector"])
+    # a threshold at or above the stage's reads a subset of what it wrote; below it, boxes are missing
+    written_at = manifest["threshold"]
+    check_sources(out, ["gt"], threshold=written_at)
+    check_sources(out, ["gt"], threshold=written_at + 0.1)
+    with pytest.raises(
+        DataError, match=rf"written at score ≥ {written_at}, but pld.threshold is 0.01"
+    ) as error:
+        check_sources(out, ["gt"], threshold=0.01)
+    assert error.value.field == "threshold" and "re-run the pseudo_labels stage" in str(error.value)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["sources"]["gt"]["score_histogram"]["counts"][-1] == manifest["sources"]["gt"]["boxes"]
     assert (tmp_path / "scores.png").read_bytes()[:4] == b"\x89PNG"

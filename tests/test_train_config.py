@@ -104,6 +104,30 @@ def test_clear_errors_for_missing_inputs(tmp_path):
         check_inputs(odd, "motr", tmp_path / "clips", None)
 
 
+def test_a_pld_threshold_below_the_stores_is_refused_before_training(tmp_path):
+    """The stage keeps only boxes ≥ its pld.threshold: training asking for lower ones would silently
+    train on fewer pseudo labels than it says (a sweep's `--set pld.threshold=0.05` over a 0.4 store)."""
+    import json
+
+    from pipeline.formats.errors import DataError
+
+    (tmp_path / "clips" / "train").mkdir(parents=True)
+    store = tmp_path / "pseudo"
+    store.mkdir()
+    (store / "manifest.json").write_text(json.dumps({"sources": {"detfile": {}}, "threshold": 0.4}))
+    overrides = ["pld.enabled=true", "pld.sources=[detfile]"]
+    at_store = method_params(
+        load_params(REPO_ROOT / "params.yaml", [*overrides, "pld.threshold=0.4"]), "motrv3"
+    )
+    check_inputs(at_store, "motrv3", tmp_path / "clips", store)
+    lower = method_params(
+        load_params(REPO_ROOT / "params.yaml", [*overrides, "pld.threshold=0.05"]), "motrv3"
+    )
+    with pytest.raises(DataError, match=r"written at score ≥ 0.4, but pld.threshold is 0.05") as error:
+        check_inputs(lower, "motrv3", tmp_path / "clips", store)
+    assert error.value.field == "threshold" and error.value.file == str(store / "manifest.json")
+
+
 def test_teacher_is_the_detector_recipe_with_the_teacher_sections():
     """PLD's teacher (§3.3): the detector's effective params with `teacher` merged in, detection only."""
     params = load_params(

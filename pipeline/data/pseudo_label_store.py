@@ -170,13 +170,18 @@ def load_label_sets(
 
 
 def check_sources(
-    labels_dir: str | Path, names: list[str], classes: dict[int, str] | None = None
+    labels_dir: str | Path,
+    names: list[str],
+    classes: dict[int, str] | None = None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """The manifest of `labels_dir` (one split's output) after checking it holds every source in `names`
-    and, when it records them, was written for `classes` (its labels index them).
+    and, when it records them, was written for `classes` (its labels index them) and at a score
+    threshold no higher than `threshold` (the stage drops the boxes below its own).
 
-    Training calls this so that a `pld.sources` the stage did not generate is an error, not silently
-    zero pseudo labels.
+    Training calls this so that a `pld.sources` the stage did not generate, or a `pld.threshold` below
+    the one it wrote with (e.g. a sweep's `--set pld.threshold=0.05` over a store written at 0.4), is
+    an error, not silently fewer pseudo labels than asked for.
     """
     path = Path(labels_dir) / MANIFEST
     if not path.is_file():
@@ -193,6 +198,16 @@ def check_sources(
             f"pld.sources {missing} not generated (have {sorted(manifest.get('sources', {}))}); add them to "
             "pseudo_labels.sources and re-run the pseudo_labels stage",
             kind="missing_source",
+        )
+    written_at = manifest.get("threshold")
+    if threshold is not None and written_at is not None and threshold < written_at - 1e-9:
+        raise DataError(
+            path,
+            None,
+            "threshold",
+            f"pseudo labels written at score ≥ {written_at}, but pld.threshold is {threshold}: the boxes "
+            f"in between were dropped; re-run the pseudo_labels stage with pld.threshold={threshold}",
+            kind="bad_manifest",
         )
     written = class_map(manifest["classes"]) if "classes" in manifest else None
     if classes is not None and written is not None and written != dict(classes):
@@ -229,7 +244,7 @@ def read_pseudo_sources(
         }
     path = Path(path)
     if path.is_dir() and (path / MANIFEST).is_file():
-        check_sources(path, sources, classes)
+        check_sources(path, sources, classes, threshold)
     else:
         files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
         present = set()

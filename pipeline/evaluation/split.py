@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.data.parquet_io import read_manifest
 from pipeline.data.reader import export_motchallenge_gt, list_sequences
 from pipeline.datasets import class_ids, class_map
-from pipeline.evaluation import submission
+from pipeline.evaluation import duplicates, submission
 from pipeline.evaluation.benchmarks import benchmark_of
 from pipeline.evaluation.trackeval_runner import (
     Evaluation,
@@ -43,7 +43,8 @@ def score_split(
 ) -> Evaluation | Path:
     """Score `results/<seq>.txt` against the converted split's ground truth (exported for TrackEval).
 
-    Labelled: writes `<metrics_dir>/<stem>.json` (+ FPS from the track step's fps.json) and
+    Labelled: writes `<metrics_dir>/<stem>.json` (TrackEval's metrics, the duplicate diagnostic of
+    `pipeline.evaluation.duplicates`, FPS from the track step's fps.json) and
     `<stem>_per_sequence.csv` (+ `<stem>_per_class.csv` when the split has several classes, its
     manifest's `classes`), returns the `Evaluation`. Unlabelled (a test split): validates and
     packages the results as `submission_archive` for the benchmark's server and returns its path.
@@ -67,6 +68,7 @@ def score_split(
             raise FileNotFoundError(f"{dataset_dir}: sequences {unlabelled} have no ground truth, others do")
         classes = split_classes(dataset_dir)
         evaluation = evaluate_folder(gt_dir, results, benchmark, classes=classes)
+        duplicates.add_to_evaluation(evaluation, gt_dir, results, list(classes) or None)
     extra = {}
     fps_file = results / FPS_FILE
     if fps_file.is_file():

@@ -22,7 +22,8 @@ from pipeline import paths
 from pipeline.params import Params
 
 POINTS_FILE = "operating_points.json"
-POINT_METRICS = ("HOTA", "AssA", "DetA", "MOTA", "IDF1", "IDS", "DetRe", "DetPr")
+# DupShare: duplicate false positives in % of the reported boxes (`pipeline.evaluation.duplicates`).
+POINT_METRICS = ("HOTA", "AssA", "DetA", "MOTA", "IDF1", "IDS", "DetRe", "DetPr", "DupShare")
 
 
 def at_birth_threshold(params: Params, birth: float) -> Params:
@@ -61,7 +62,7 @@ def track_operating_points(
     return points
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     mean = sum(values) / len(values)
     if len(values) < 2:
         return mean, None
@@ -102,7 +103,7 @@ def operating_points_section(
             if not values:
                 cells.append("—")
                 continue
-            mean, std = _mean_std(values)
+            mean, std = mean_std(values)
             cells.append(f"{mean:.1f}" + (f" ± {std:.1f}" if std is not None else ""))
             if best is None or mean > best[1]:
                 best = (key, mean, std)
@@ -138,7 +139,7 @@ def operating_points_figure(
             for key, runs in points.items():
                 values = [p[metric] for p in runs if metric in p]
                 if values:
-                    mean, std = _mean_std(values)
+                    mean, std = mean_std(values)
                     xs.append(float(key))
                     ys.append(mean)
                     lines.append(

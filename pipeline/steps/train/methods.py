@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.data.pseudo_label_store import MANIFEST, check_sources
 from pipeline.params import Params, baseline, teacher_params
 
 METHODS = ("motr", "motrv3", "detector", "teacher")
@@ -55,6 +56,10 @@ def check_inputs(params: Params, method: str, clips_dir: Path, pseudo_labels_dir
             f"{pseudo_labels_dir}: no pseudo labels, but pld.enabled is true for method {method!r} "
             "(run `python -m stages.pseudo_labels`, or --set pld.enabled=false)"
         )
+    if pseudo_labels_dir is not None and (pseudo_labels_dir / MANIFEST).is_file():
+        # Here, not only in the workers' loader: a missing source or a threshold below the store's
+        # fails before Ray starts, as one clear error.
+        check_sources(pseudo_labels_dir, list(params.pld.sources), threshold=params.pld.threshold)
     train = params.train  # workers, epochs ≥ 1: the schema's constraints
     if train.workers != "auto" and train.batch_size % train.workers:  # auto: resolved to a divisor
         raise TrainingError(
