@@ -16,7 +16,7 @@ def test_repo_params_file_is_valid_and_uses_cpu_profile():
     params = load_params(REPO / "params.yaml")
     assert params.profile == "cpu"
     assert params.model.backbone == "resnet10t"  # from the cpu profile
-    assert params.pld.threshold == 0.4 and params.pld.reading == "consistent"  # cpu profile (README six rows)
+    assert params.pld.threshold == 0.05 and params.pld.reading == "consistent"  # §4.2; cpu profile reading
     assert params.tgd.enabled and params.tgd.reduce == "mean" and params.rfs.reading == "keep_identity"
     assert params.dataset.name == "synthetic"
 
