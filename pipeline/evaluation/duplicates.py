@@ -5,11 +5,10 @@ a target another track already covers (README, "Where the false positives come f
 score like the true tracks, so no threshold separates them. This module counts them per sequence.
 
 Per frame, reported boxes are matched one-to-one to the ground truth by Hungarian matching on IoU
-(scipy's `linear_sum_assignment`, pairs with IoU ≥ 0.5 kept). A reported
-box left unmatched that matches a distractor row of MOT16/17/20 is set aside, as TrackEval's
-preprocessing removes it; zero-consider rows are no ground truth (TrackEval drops them from the gt
-and scores a box on them as a false positive). An unmatched box is a false positive; it is
-a **duplicate** when it overlaps another reported box of the frame by IoU ≥ 0.5. Each track's
+(scipy's `linear_sum_assignment`, pairs with IoU ≥ 0.5 kept). A box left unmatched that matches a
+distractor row of MOT16/17/20 is set aside, as TrackEval's preprocessing removes it; zero-consider
+rows are no ground truth (TrackEval drops them from the gt and scores a box on them as a false
+positive). An unmatched box is a false positive; it is a **duplicate** when it overlaps another reported box of the frame by IoU ≥ 0.5. Each track's
 *own target* is the gt identity it was matched to most often in the sequence. A duplicate is a
 **twin** when its track has no own target or the same own target as the box it overlaps most (two
 tracks on one target), else a **drift** (a track that left its own target for another one).
@@ -35,16 +34,13 @@ MATCH_IOU = 0.5
 OVERLAP_IOU = 0.5
 # TrackEval's MOT16/17/20 distractors: person on vehicle, static person, distractor, reflection.
 MOT_DISTRACTOR_CLASSES = (2, 7, 8, 12)
-COUNT_KEYS = ("DupFP", "DupTwin", "DupDrift", "DupTracks")
-SHARE_KEYS = ("DupShare", "ScoreTP", "ScoreDup")
-KEYS = (*COUNT_KEYS, *SHARE_KEYS)
 
 
 @dataclass
 class DuplicateCounts:
     """Counts of one sequence (or summed over sequences); scores kept for the medians."""
 
-    reported: int = 0  # reported boxes, those matched to a not-counted gt row left out
+    reported: int = 0  # reported boxes, those on a distractor left out
     matched: int = 0
     false_positives: int = 0
     twins: int = 0
@@ -174,7 +170,7 @@ def count_folder(
     results = load_results(results_dir, sequences)
     counts = {}
     for sequence in sequences:
-        gt = mot.read_gt(sequence.gt_file, sequence.info, spec.rules)
+        gt = mot.read_gt(sequence.gt_file, sequence.info, spec.rules, classes)
         counted = np.array(
             [mot.is_counted(spec.rules, int(row[7]), int(row[6]), classes) for row in gt], dtype=bool
         ).reshape(-1)
@@ -186,8 +182,8 @@ def count_folder(
 def add_to_evaluation(
     evaluation: Evaluation, gt_dir: str | Path, results_dir: str | Path, classes: list[int] | None = None
 ) -> None:
-    """Add the `KEYS` to `evaluation.overall` and to each sequence (one class only: several classes
-    keep TrackEval's keys alone, since the per-class rows would lack them)."""
+    """Add `DuplicateCounts.as_metrics()` to `evaluation.overall` and to each sequence (one class
+    only: several classes keep TrackEval's keys alone, since the per-class rows would lack them)."""
     if evaluation.per_class:
         return
     counts = count_folder(gt_dir, results_dir, evaluation.benchmark, classes)
