@@ -8,8 +8,8 @@ Per frame, reported boxes are matched one-to-one to the ground truth by Hungaria
 (scipy's `linear_sum_assignment`, pairs with IoU ≥ 0.5 kept). A box left unmatched that matches a
 distractor row of MOT16/17/20 is set aside, as TrackEval's preprocessing removes it; zero-consider
 rows are no ground truth (TrackEval drops them from the gt and scores a box on them as a false
-positive). An unmatched box is a false positive; it is a **duplicate** when it overlaps another reported box of the frame by IoU ≥ 0.5. Each track's
-*own target* is the gt identity it was matched to most often in the sequence. A duplicate is a
+positive). An unmatched box is a false positive; it is a **duplicate** when it overlaps another
+reported box of the frame by IoU ≥ 0.5. Each track's *own target* is the gt identity it was matched to most often in the sequence. A duplicate is a
 **twin** when its track has no own target or the same own target as the box it overlaps most (two
 tracks on one target), else a **drift** (a track that left its own target for another one).
 
@@ -121,19 +121,18 @@ def count_sequence(
         boxes = results[results[:, 0] == frame]
         in_frame = gt[:, 0] == frame
         targets, ignored = gt[in_frame & counted], gt[in_frame & ignore]
-        keep = np.ones(len(boxes), bool)
-        if len(ignored):  # first to the targets, then what is left to the ignore regions
-            target_pairs = _match(_iou(boxes[:, 2:6], targets[:, 2:6]))
-            free = np.setdiff1d(np.arange(len(boxes)), [r for r, _ in target_pairs])
-            for r, _ in _match(_iou(boxes[free, 2:6], ignored[:, 2:6])):
-                keep[free[r]] = False
-        boxes = boxes[keep]
-        out.reported += len(boxes)
         matched = np.zeros(len(boxes), bool)
         for r, c in _match(_iou(boxes[:, 2:6], targets[:, 2:6])):
             matched[r] = True
             own.setdefault(int(boxes[r, 1]), Counter())[int(targets[c, 1])] += 1
             out.matched_scores.append(float(boxes[r, 6]))
+        # What is left unmatched on an ignore region is set aside: no ground truth, no false positive.
+        keep = np.ones(len(boxes), bool)
+        free = np.flatnonzero(~matched)
+        for r, _ in _match(_iou(boxes[free, 2:6], ignored[:, 2:6])):
+            keep[free[r]] = False
+        boxes, matched = boxes[keep], matched[keep]
+        out.reported += len(boxes)
         out.matched += int(matched.sum())
         out.false_positives += int((~matched).sum())
         overlap = _iou(boxes[:, 2:6], boxes[:, 2:6])
