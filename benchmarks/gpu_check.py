@@ -263,17 +263,10 @@ CUDA_EXTENSION = "motrv3_msda_cuda"  # the name motrv3.ops.extension builds the 
 
 
 def extension_cache_dir(name: str) -> str:
-    """Where cpp_extension keeps (or will keep) the build, by the rule of motrv3/ops/extension.py."""
-    root = os.environ.get("MOTRV3_EXTENSIONS_DIR")
-    if root:
-        return str(Path(root).expanduser() / name)
-    try:
-        from torch.utils.cpp_extension import _get_build_directory
+    """Where the build is (or will be) kept: motrv3/ops/extension.py's own rule."""
+    from motrv3.ops import extension
 
-        return _get_build_directory(name, verbose=False)
-    except Exception:  # private torch API: fall back to its documented default
-        base = os.environ.get("TORCH_EXTENSIONS_DIR") or str(Path.home() / ".cache" / "torch_extensions")
-        return str(Path(base) / name)
+    return str(extension._build_directory(name))
 
 
 def op_build(plan: Plan) -> dict[str, Any]:

@@ -1,15 +1,22 @@
 """Build-on-first-use of the C++/CUDA kernels with `torch.utils.cpp_extension.load` (ninja).
 
-Builds are cached by cpp_extension in `$MOTRV3_EXTENSIONS_DIR` if set, else in
-`$TORCH_EXTENSIONS_DIR` / `~/.cache/torch_extensions`; a later process only loads the library.
-A failed build (no compiler, no nvcc) warns once and reports the kernel as unavailable.
+Builds are cached under `$MOTRV3_EXTENSIONS_DIR` if set, else cpp_extension's root
+(`$TORCH_EXTENSIONS_DIR` / `~/.cache/torch_extensions`), one folder per kernel, interpreter, torch
+build and content of `csrc/`, compiled from a copy of the sources kept in that folder. Ninja
+records the sources' absolute paths: compiled from the checkout, every other checkout of the same
+code (a second clone, the copies `dvc exp run`, `ray job submit` and the tests work in) rebuilt
+it, and the first one rebuilt it again after (18 s of C++ each time here; minutes of CUDA). A
+later process only loads the library. A failed build (no compiler, no nvcc) warns once and
+reports the kernel as unavailable.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,22 +28,41 @@ CPU_NAMESPACE = "motrv3_msda_cpu"
 CUDA_NAMESPACE = "motrv3_msda_cuda"
 
 
-def _build_directory(name: str) -> str | None:
-    root = os.environ.get("MOTRV3_EXTENSIONS_DIR")
-    if not root:
-        return None  # cpp_extension's default cache
-    path = Path(root).expanduser() / name
-    path.mkdir(parents=True, exist_ok=True)
-    return str(path)
+def _build_directory(name: str) -> Path:
+    """`<root>/<name>-<digest of csrc/>`: the same code shares one build wherever it is checked out."""
+    from torch.utils import cpp_extension
+
+    root = os.environ.get("MOTRV3_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+    # the interpreter and torch build too, as cpp_extension's own py311_cu130-style folders do
+    digest = hashlib.sha256(f"{sys.version_info[:2]} {torch.__version__} {torch.version.cuda}".encode())
+    for source in sorted(CSRC.iterdir()):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    return Path(root).expanduser() / f"{name}-{digest.hexdigest()[:12]}"
+
+
+def _stable_sources(build_directory: Path, sources: list[Path]) -> list[str]:
+    """Copies of `csrc/` in the build folder (headers too), written only where missing or different:
+    a rewritten file's new mtime alone would make ninja rebuild."""
+    copies = build_directory / "src"
+    copies.mkdir(parents=True, exist_ok=True)
+    for source in CSRC.iterdir():
+        copy = copies / source.name
+        content = source.read_bytes()
+        if not copy.is_file() or copy.read_bytes() != content:
+            partial = copy.with_name(f".{copy.name}.{os.getpid()}.tmp")
+            partial.write_bytes(content)
+            partial.replace(copy)  # atomic: a concurrent worker never compiles half a file
+    return [str(copies / s.name) for s in sources]
 
 
 def _load(name: str, sources: list[Path], **kwargs: Any) -> None:
     from torch.utils import cpp_extension
 
+    build_directory = _build_directory(name)
     cpp_extension.load(
         name=name,
-        sources=[str(s) for s in sources],
-        build_directory=_build_directory(name),
+        sources=_stable_sources(build_directory, sources),
+        build_directory=str(build_directory),
         is_python_module=False,  # the library registers ops with TORCH_LIBRARY
         verbose=False,
         **kwargs,

@@ -68,6 +68,14 @@ STRATEGY_STUDY |= {
     "MOTRv3 consistent no noise": (*_RFS, *_pld("consistent"), *_TGD, "tgd.noise=false"),
     "MOTRv3 consistent noise 0.6": (*_RFS, *_pld("consistent"), *_TGD, "tgd.noise_scale=0.6"),
     "MOTRv3 consistent noise 0.8": (*_RFS, *_pld("consistent"), *_TGD, "tgd.noise_scale=0.8"),
+    # Training keeps an unmatched query as an identity-less track from the profile's birth score
+    # rather than MOTRv2's 0.5, so training meets the duplicate tracks inference makes (README,
+    # "Training on its own duplicate tracks")
+    "Base fp0.25": ("tracking.fp_score_threshold=0.25",),
+    "MOTRv3 fp0.25": (*_RFS, *_pld("consistent"), *_TGD, "tracking.fp_score_threshold=0.25"),
+    # Twice the default budget (the lr drop at the same fraction): does the gap grow with training?
+    "Base 10 epochs": ("train.epochs=10", "train.lr_drop=8"),
+    "MOTRv3 10 epochs": (*_RFS, *_pld("consistent"), *_TGD, "train.epochs=10", "train.lr_drop=8"),
 }
 # What `make strategies-study` (no --row) runs: Table 3's six rows at the cpu profile's readings (PLD
 # `consistent` since 2026-12-07). The `detfile` rows are the same with PLD `track_aware`.
