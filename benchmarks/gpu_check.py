@@ -262,13 +262,6 @@ def peak_memory(device: str) -> dict[str, float]:
 CUDA_EXTENSION = "motrv3_msda_cuda"  # the name motrv3.ops.extension builds the CUDA kernel under
 
 
-def extension_cache_dir(name: str) -> str:
-    """Where the build is (or will be) kept: motrv3/ops/extension.py's own rule."""
-    from motrv3.ops import extension
-
-    return str(extension._build_directory(name))
-
-
 def op_build(plan: Plan) -> dict[str, Any]:
     """Load the CUDA kernel as `impl='auto'` would on first use (building it if not cached)."""
     from torch.utils import cpp_extension
@@ -283,9 +276,9 @@ def op_build(plan: Plan) -> dict[str, Any]:
     if plan.device != "cuda":
         result.update(note="dry run: the PyTorch path on CPU, nothing to build", ok=True)
         return result
-    directory = extension_cache_dir(CUDA_EXTENSION)
-    library = Path(directory) / f"{CUDA_EXTENSION}.so"
-    result.update(cache_dir=directory, library_present_before=library.exists())
+    directory = extension.build_directory(CUDA_EXTENSION)
+    library = directory / f"{CUDA_EXTENSION}.so"
+    result.update(cache_dir=str(directory), library_present_before=library.exists())
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

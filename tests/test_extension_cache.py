@@ -17,14 +17,14 @@ def _checkout(tmp_path, name):
 def test_two_checkouts_of_the_same_code_share_one_build_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("MOTRV3_EXTENSIONS_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(extension, "CSRC", _checkout(tmp_path, "clone_a"))
-    first = extension._build_directory("kernel")
+    first = extension.build_directory("kernel")
     monkeypatch.setattr(extension, "CSRC", _checkout(tmp_path, "clone_b"))
-    assert extension._build_directory("kernel") == first
+    assert extension.build_directory("kernel") == first
     assert first.parent == tmp_path / "cache" and first.name.startswith("kernel-")
     # an edited header is other code: another folder, so a stale library is never loaded
     header = extension.CSRC / "ms_deform_attn.h"
     header.write_text(header.read_text() + "\n// edited\n")
-    assert extension._build_directory("kernel") != first
+    assert extension.build_directory("kernel") != first
 
 
 def test_sources_are_compiled_from_stable_copies_rewritten_only_when_they_change(tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ CPU_NAMESPACE = "motrv3_msda_cpu"
 CUDA_NAMESPACE = "motrv3_msda_cuda"
 
 
-def _build_directory(name: str) -> Path:
+def build_directory(name: str) -> Path:
     """`<root>/<name>-<digest of csrc/>`: the same code shares one build wherever it is checked out."""
     from torch.utils import cpp_extension
 
@@ -40,10 +40,10 @@ def _build_directory(name: str) -> Path:
     return Path(root).expanduser() / f"{name}-{digest.hexdigest()[:12]}"
 
 
-def _stable_sources(build_directory: Path, sources: list[Path]) -> list[str]:
+def _stable_sources(folder: Path, sources: list[Path]) -> list[str]:
     """Copies of `csrc/` in the build folder (headers too), written only where missing or different:
     a rewritten file's new mtime alone would make ninja rebuild."""
-    copies = build_directory / "src"
+    copies = folder / "src"
     copies.mkdir(parents=True, exist_ok=True)
     for source in CSRC.iterdir():
         copy = copies / source.name
@@ -58,11 +58,11 @@ def _stable_sources(build_directory: Path, sources: list[Path]) -> list[str]:
 def _load(name: str, sources: list[Path], **kwargs: Any) -> None:
     from torch.utils import cpp_extension
 
-    build_directory = _build_directory(name)
+    folder = build_directory(name)
     cpp_extension.load(
         name=name,
-        sources=_stable_sources(build_directory, sources),
-        build_directory=str(build_directory),
+        sources=_stable_sources(folder, sources),
+        build_directory=str(folder),
         is_python_module=False,  # the library registers ops with TORCH_LIBRARY
         verbose=False,
         **kwargs,
