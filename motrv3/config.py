@@ -75,6 +75,10 @@ class TrackingConfig:
     # Not in MOTR/MOTRv2 (None): no birth where the detect query's box overlaps a reported track or a
     # stronger birth by IoU ≥ this (motrv3.tracks.duplicate_births; the cpu profile, docs/training.md).
     birth_overlap: float | None = None
+    # Not in MOTR/MOTRv2 (None): a track whose box overlaps an older reported track's by IoU ≥ this
+    # is dropped (motrv3.tracks.duplicate_tracks, ByteTrack's duplicate removal; the cpu profile,
+    # README "Dropping duplicate tracks at inference").
+    track_overlap: float | None = None
     # MOTR's training augmentations of the track query set (MOTR's configs: 0.1 / 0.3)
     drop_track_prob: float = 0.1
     fp_track_prob: float = 0.3

@@ -111,6 +111,7 @@ class Tracker:
             cfg.miss_tolerance,
             out.boxes[-1, : out.num_original],
             cfg.birth_overlap,
+            cfg.track_overlap,
         )
         first_new = self.next_id
         self.next_id = decision.next_id

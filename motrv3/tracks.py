@@ -64,6 +64,7 @@ def runtime_update(
     miss_tolerance: int,
     boxes: torch.Tensor | None = None,
     birth_overlap: float | None = None,
+    track_overlap: float | None = None,
 ) -> RuntimeDecision:
     """Inference life cycle of MOTR/MOTRv2 (`RuntimeTrackerBase`), vectorised.
 
@@ -75,6 +76,10 @@ def runtime_update(
     `birth_overlap` (not in MOTR/MOTRv2; None there): with `boxes` [M+N, 4] cxcywh, a detect query
     starts no track where its box overlaps (IoU ≥ birth_overlap) a track reported this frame or a
     higher-scoring birth of this frame: a second track on a target someone already holds.
+
+    `track_overlap` (not in MOTR/MOTRv2; None there): a track whose box overlaps (IoU ≥
+    track_overlap) the box of an older reported track this frame is dropped, as ByteTrack's
+    `remove_duplicate_stracks` keeps the longer-tracked of two duplicates (older = smaller id).
     """
     device = scores.device
     ids = torch.cat([torch.full((num_det,), -1, dtype=torch.long, device=device), track_ids])
@@ -86,6 +91,11 @@ def runtime_update(
         new &= ~duplicate_births(scores, boxes, new, held, birth_overlap)
     num_new = int(new.sum())
     ids[new] = torch.arange(next_id, next_id + num_new, device=device)
+    if track_overlap is not None and boxes is not None:
+        reported = (ids >= 0) & (scores >= keep_track_score)
+        ids = torch.where(
+            duplicate_tracks(ids, boxes, reported, track_overlap), torch.full_like(ids, -1), ids
+        )
     missed = (ids >= 0) & (scores < keep_track_score)
     misses = misses + missed.long()
     ids = torch.where(missed & (misses >= miss_tolerance), torch.full_like(ids, -1), ids)
@@ -106,4 +116,25 @@ def duplicate_births(
             duplicate[index] = True
         else:
             taken[index] = True
+    return duplicate
+
+
+def duplicate_tracks(
+    ids: torch.Tensor, boxes: torch.Tensor, reported: torch.Tensor, overlap: float
+) -> torch.Tensor:
+    """[M+N] bool: the `reported` tracks whose box overlaps (IoU ≥ `overlap`) the box of an older
+    (smaller id) reported track that is itself kept (greedy, oldest first)."""
+    duplicate = torch.zeros_like(reported)
+    candidates = reported.nonzero(as_tuple=True)[0]
+    if len(candidates) < 2:
+        return duplicate
+    candidates = candidates[ids[candidates].argsort()]
+    xyxy = box_convert(boxes[candidates].float(), "cxcywh", "xyxy")
+    iou = box_iou(xyxy, xyxy)
+    kept = torch.zeros(len(candidates), dtype=torch.bool, device=ids.device)
+    for rank in range(len(candidates)):
+        if bool((iou[rank, :rank][kept[:rank]] >= overlap).any()):
+            duplicate[candidates[rank]] = True
+        else:
+            kept[rank] = True
     return duplicate

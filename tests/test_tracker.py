@@ -9,7 +9,7 @@ import torch
 from motrv3.config import TrackingConfig
 from motrv3.model import MOTR
 from motrv3.tracker import Tracker, detect, preprocess, resized_shape
-from motrv3.tracks import runtime_update
+from motrv3.tracks import duplicate_tracks, runtime_update
 from tests.model_configs import tiny_config
 
 
@@ -59,6 +59,36 @@ def test_birth_overlap_suppresses_a_second_track_on_a_held_target_by_hand():
     assert decision.ids.tolist() == [-1, 5, -1, 4] and decision.next_id == 6
     # at 0.9 only det0 (IoU 1) is a duplicate
     assert runtime_update(**args, birth_overlap=0.9).ids.tolist() == [-1, 5, 6, 4]
+
+
+def test_track_overlap_drops_the_younger_of_two_tracks_on_one_target_by_hand():
+    # 1 detect query (0.1: no birth), then tracks 9, 3, 5, 7, all reported (≥ 0.4). Track 9 and
+    # track 3 share a box (IoU 1); track 5 sits on track 9's box shifted by 0.04 of a 0.2-wide box
+    # (IoU 0.16 / 0.24 = 0.67); track 7 is alone.
+    a, a_shifted, b = [0.3, 0.3, 0.2, 0.2], [0.34, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]
+    args = dict(
+        scores=torch.tensor([0.1, 0.9, 0.5, 0.6, 0.3]),
+        track_ids=torch.tensor([9, 3, 5, 7]),
+        track_misses=torch.tensor([0, 0, 0, 2]),
+        num_det=1,
+        next_id=10,
+        new_track_score=0.5,
+        keep_track_score=0.4,
+        miss_tolerance=5,
+        boxes=torch.tensor([b, a, a, a_shifted, b]),
+    )
+    assert runtime_update(**args).ids.tolist() == [-1, 9, 3, 5, 7]  # MOTR: all live on
+    # oldest first: 3 kept; 5 overlaps 3 by 0.67 → dropped; 9 overlaps 3 by 1 → dropped, although
+    # it scores higher; 7 (0.3) is below the keep score, so it is not a reported box: kept, a miss
+    decision = runtime_update(**args, track_overlap=0.5)
+    assert decision.ids.tolist() == [-1, -1, 3, -1, 7]
+    assert decision.report.tolist() == [False, False, True, False, False]
+    assert decision.keep.tolist() == [False, False, True, False, True] and decision.misses[4] == 3
+    # at 0.8 only the exact twin (IoU 1) is a duplicate
+    assert runtime_update(**args, track_overlap=0.8).ids.tolist() == [-1, -1, 3, 5, 7]
+    assert duplicate_tracks(torch.tensor([4]), torch.tensor([a]), torch.tensor([True]), 0.5).tolist() == [
+        False
+    ]
 
 
 def test_resized_shape_and_normalisation():
@@ -140,6 +170,25 @@ def test_identity_is_kept_across_frames_then_dropped_after_miss_tolerance(cfg):
     tracker.reset()
     model.frame = 0
     assert [t.track_id for t in tracker.step(image)] == [1]
+
+
+def test_tracker_drops_a_track_that_moves_onto_an_older_one_with_track_overlap(cfg):
+    a, b = [0.3, 0.5, 0.2, 0.4], [0.7, 0.5, 0.2, 0.4]
+    script = [
+        {("det", 0): (0.9, a), ("det", 1): (0.8, b)},  # tracks 1 (on a) and 2 (on b)
+        {("track", 1): (0.7, a), ("track", 2): (0.9, a)},  # track 2 moves onto track 1's target
+        {("track", 1): (0.7, a), ("track", 2): (0.9, b)},  # and back, if it still exists
+    ]
+    image = np.zeros((100, 200, 3), dtype=np.uint8)
+    reported = {}
+    for overlap in (None, 0.5):
+        torch.manual_seed(0)
+        tracker = Tracker(
+            ScriptedMOTR(cfg, script), TrackingConfig(track_overlap=overlap), size=64, max_size=128
+        )
+        reported[overlap] = [sorted(t.track_id for t in tracker.step(image)) for _ in script]
+    assert reported[None] == [[1, 2], [1, 2], [1, 2]]  # MOTR: both live on
+    assert reported[0.5] == [[1, 2], [1], [1]]  # the younger duplicate is gone for good
 
 
 def test_detect_returns_every_detect_query_in_pixels(cfg):

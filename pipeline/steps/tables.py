@@ -76,7 +76,14 @@ def table1(params, root: Path = Path("."), detector_metrics: Path | None = None)
     measured_notes.append(
         f"MOTRv3 here: {strategies} (params rfs/pld/tgd.enabled{'; ' + chosen if chosen else ''}: docs/strategies.md); MOTR is the "
         f"baseline with all three off. Both trackers start a track at score ≥ "
-        f"{params.tracking.new_track_score:g} (tracking.new_track_score)."
+        f"{params.tracking.new_track_score:g} (tracking.new_track_score)"
+        + (
+            ""
+            if params.tracking.track_overlap is None
+            else f" and drop the younger of two tracks whose boxes overlap by IoU ≥ "
+            f"{params.tracking.track_overlap:g} (tracking.track_overlap)"
+        )
+        + "."
     )
     notes = [
         "Rows above were trained and evaluated by this repository's pipeline (random-init or "

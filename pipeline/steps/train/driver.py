@@ -60,7 +60,8 @@ IDENTITY_EXCLUDE = {
     "scaling": None,
     "profile": None,
     "train": {"max_failures", "storage_path", "checkpoint_every_steps"},
-    "tracking": {"birth_overlap"},  # inference only (the other tracking keys also shape training)
+    # inference only (the other tracking keys also shape training)
+    "tracking": {"birth_overlap", "track_overlap"},
 }
 
 
