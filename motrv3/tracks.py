@@ -108,15 +108,8 @@ def duplicate_births(
 ) -> torch.Tensor:
     """[M+N] bool: the birth candidates whose box overlaps (IoU ≥ `overlap`) a `held` query's box or
     a higher-scoring candidate that is itself kept (greedy, highest score first)."""
-    xyxy = box_convert(boxes.float(), "cxcywh", "xyxy")
-    duplicate = torch.zeros_like(candidates)
-    taken = held.clone()
-    for index in sorted(candidates.nonzero(as_tuple=True)[0].tolist(), key=lambda i: -float(scores[i])):
-        if bool(taken.any()) and float(box_iou(xyxy[index : index + 1], xyxy[taken]).max()) >= overlap:
-            duplicate[index] = True
-        else:
-            taken[index] = True
-    return duplicate
+    order = sorted(candidates.nonzero(as_tuple=True)[0].tolist(), key=lambda i: -float(scores[i]))
+    return _greedy_overlaps(order, boxes, held, overlap)
 
 
 def duplicate_tracks(
@@ -124,17 +117,21 @@ def duplicate_tracks(
 ) -> torch.Tensor:
     """[M+N] bool: the `reported` tracks whose box overlaps (IoU ≥ `overlap`) the box of an older
     (smaller id) reported track that is itself kept (greedy, oldest first)."""
-    duplicate = torch.zeros_like(reported)
-    candidates = reported.nonzero(as_tuple=True)[0]
-    if len(candidates) < 2:
-        return duplicate
-    candidates = candidates[ids[candidates].argsort()]
-    xyxy = box_convert(boxes[candidates].float(), "cxcywh", "xyxy")
-    iou = box_iou(xyxy, xyxy)
-    kept = torch.zeros(len(candidates), dtype=torch.bool, device=ids.device)
-    for rank in range(len(candidates)):
-        if bool((iou[rank, :rank][kept[:rank]] >= overlap).any()):
-            duplicate[candidates[rank]] = True
+    order = sorted(reported.nonzero(as_tuple=True)[0].tolist(), key=lambda i: int(ids[i]))
+    return _greedy_overlaps(order, boxes, torch.zeros_like(reported), overlap)
+
+
+def _greedy_overlaps(
+    order: list[int], boxes: torch.Tensor, taken: torch.Tensor, overlap: float
+) -> torch.Tensor:
+    """Greedy suppression, as in NMS: walking `order`, a query whose box (cxcywh) overlaps an already
+    taken one by IoU ≥ `overlap` is marked (the result, [M+N] bool); any other is taken."""
+    xyxy = box_convert(boxes.float(), "cxcywh", "xyxy")
+    marked = torch.zeros_like(taken)
+    taken = taken.clone()
+    for index in order:
+        if bool(taken.any()) and float(box_iou(xyxy[index : index + 1], xyxy[taken]).max()) >= overlap:
+            marked[index] = True
         else:
-            kept[rank] = True
-    return duplicate
+            taken[index] = True
+    return marked

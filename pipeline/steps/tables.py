@@ -73,17 +73,17 @@ def table1(params, root: Path = Path("."), detector_metrics: Path | None = None)
     readings = {"RFS": f"rfs.reading {params.rfs.reading}", "PLD": f"pld.reading {params.pld.reading}",
                 "TGD": f"tgd.reduce {params.tgd.reduce}, tgd.mask {params.tgd.mask}"}  # fmt: skip
     chosen = "; ".join(readings[name] for name, section in sections if section.enabled)
+    tracking = params.tracking
+    duplicate_rule = (
+        ""
+        if tracking.track_overlap is None
+        else " and drop the younger of two tracks whose boxes overlap by IoU ≥ "
+        f"{tracking.track_overlap:g} (tracking.track_overlap)"
+    )
     measured_notes.append(
         f"MOTRv3 here: {strategies} (params rfs/pld/tgd.enabled{'; ' + chosen if chosen else ''}: docs/strategies.md); MOTR is the "
         f"baseline with all three off. Both trackers start a track at score ≥ "
-        f"{params.tracking.new_track_score:g} (tracking.new_track_score)"
-        + (
-            ""
-            if params.tracking.track_overlap is None
-            else f" and drop the younger of two tracks whose boxes overlap by IoU ≥ "
-            f"{params.tracking.track_overlap:g} (tracking.track_overlap)"
-        )
-        + "."
+        f"{tracking.new_track_score:g} (tracking.new_track_score){duplicate_rule}."
     )
     notes = [
         "Rows above were trained and evaluated by this repository's pipeline (random-init or "
